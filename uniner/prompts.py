@@ -25,7 +25,10 @@ class Message:
 
 
 class UniNER:
-    """`A virtual assistant ... USER: Text: {passage} ASSISTANT: I've read this text.</s>USER: ...`"""
+    """`A virtual assistant ... USER: Text: {passage} ASSISTANT: I've read this text.</s>USER: …`.
+
+    Vicuna v1.1: a space after the system line and after each user turn, EOS after each reply.
+    """
 
     system = "A virtual assistant answers questions from a user based on the provided text."
     read_reply = "I've read this text."
@@ -39,8 +42,8 @@ class UniNER:
     def answer(items: Iterable[str]) -> str:
         return json.dumps(list(items), ensure_ascii=False)
 
-    def segments(self, text: str, qa: list[tuple[str, str | None]], train_on_read_reply: bool = True
-                 ) -> list[Message]:
+    def segments(self, text: str, qa: list[tuple[str, str | None]],
+                 train_on_read_reply: bool = True) -> list[Message]:
         """The conversation as token-boundary segments.
 
         Each user segment ends with `ASSISTANT:`; each assistant segment is the reply (the space
@@ -48,15 +51,16 @@ class UniNER:
         conversation open for generation.
         """
         msgs = [Message("user", f"{self.system} USER: Text: {text} ASSISTANT:", masked=True),
-                Message("assistant", f" {self.read_reply}", masked=not train_on_read_reply, eos=True)]
+                Message("assistant", f" {self.read_reply}", masked=not train_on_read_reply,
+                        eos=True)]
         for type_, answer in qa:
             msgs.append(Message("user", f"USER: {self.question(type_)} ASSISTANT:", masked=True))
             if answer is not None:
                 msgs.append(Message("assistant", f" {answer}", masked=False, eos=True))
         return msgs
 
-    def conversation(self, passage: Passage, types: Iterable[str], train_on_read_reply: bool = True
-                     ) -> list[Message]:
+    def conversation(self, passage: Passage, types: Iterable[str],
+                     train_on_read_reply: bool = True) -> list[Message]:
         """The training conversation of a passage asking `types` in the given order."""
         qa = [(t, self.answer(passage.answer(t))) for t in types]
         return self.segments(passage.text, qa, train_on_read_reply)

@@ -1,0 +1,40 @@
+"""Config helpers shared by the entry points: the `asset` resolver and secret redaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password")
+
+
+def asset(name: str) -> str:
+    """Absolute path of a file shipped in `uniner/assets` (works from any cwd)."""
+    path = ASSETS / name
+    if not path.exists():
+        raise FileNotFoundError(f"uniner asset {name!r} not found in {ASSETS}")
+    return str(path)
+
+
+if not OmegaConf.has_resolver("asset"):
+    OmegaConf.register_new_resolver("asset", asset)
+
+
+def redact(cfg) -> dict | list:
+    """A plain container of `cfg` with secret-looking keys replaced by `<redacted>`."""
+    if isinstance(cfg, DictConfig | ListConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(cfg, dict):
+        return {k: "<redacted>" if isinstance(k, str) and _secret(k) and v is not None
+                else redact(v) for k, v in cfg.items()}
+    if isinstance(cfg, list):
+        return [redact(v) for v in cfg]
+    return cfg
+
+
+def _secret(key: str) -> bool:
+    k = key.lower()
+    # token counts and *_env names (which hold a variable's name, not its value) are not secrets
+    return any(m in k for m in SECRET_MARKERS) and not k.endswith(("_env", "_tokens", "tokens"))

@@ -1,0 +1,232 @@
+"""From a configured source to training batches: passages -> queries -> conversations -> ids.
+
+Three pure steps (sampling, rendering, encoding) and a `collate` bound with `partial`; the
+DataModule only wires them together and receives the tokenizer late through `connect`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from uniner import readers
+from uniner.encoding import IGNORE_INDEX, assemble, bos_id
+from uniner.prompts import Message, prompt_styles
+from uniner.records import Passage, ReadReport
+from uniner.sampling import NegativeSampler
+
+log = logging.getLogger(__name__)
+
+READERS = {
+    "pile_ner": readers.read_pile_ner,
+    "bio": readers.read_bio,
+    "instructuie": readers.read_instructuie,
+}
+
+
+def load_passages(source: dict, report: ReadReport | None = None) -> list[Passage]:
+    """Read the passages of a source config: `{"format": ..., <that reader's arguments>}`."""
+    source = dict(source)
+    fmt = source.pop("format", None)
+    if fmt not in READERS:
+        raise ValueError(f"data.source.format={fmt!r}: choose one of {sorted(READERS)}")
+    paths = source.pop("path")
+    report = report if report is not None else ReadReport(str(paths))
+    if fmt == "instructuie":
+        return READERS[fmt](paths, report=report, **source)
+    passages = []
+    for path in [paths] if isinstance(paths, str | os.PathLike) else list(paths):
+        passages += READERS[fmt](path, report=report, **source)
+    return passages
+
+
+def render_rows(passages: Sequence[Passage], queries: Sequence[Sequence[str]], *,
+                prompt: str = "uniner", train_on_read_reply: bool = True) -> dict[str, list]:
+    """The conversations as columns of segments (the form `datasets.map` encodes)."""
+    style = prompt_styles[prompt]()
+    rows = {"id": [], "content": [], "masked": [], "eos": []}
+    for passage, types in zip(passages, queries):
+        msgs = style.conversation(passage, types, train_on_read_reply)
+        rows["id"].append(passage.id)
+        rows["content"].append([m.content for m in msgs])
+        rows["masked"].append([m.masked for m in msgs])
+        rows["eos"].append([m.eos for m in msgs])
+    return rows
+
+
+def _encode_batch(batch: dict, tokenizer, max_length: int | None, ignore_index: int) -> dict:
+    flat = [c for conv in batch["content"] for c in conv]
+    ids = tokenizer(flat, add_special_tokens=False)["input_ids"]
+    bos, eos = bos_id(tokenizer), tokenizer.eos_token_id
+    out = {"input_ids": [], "labels": [], "cut_turns": [], "too_long": []}
+    at = 0
+    for content, masked, ends in zip(batch["content"], batch["masked"], batch["eos"]):
+        msgs = [Message("", c, m, e) for c, m, e in zip(content, masked, ends)]
+        dropped: Counter = Counter()
+        enc = assemble(msgs, ids[at: at + len(msgs)], bos=bos, eos=eos, max_length=max_length,
+                       ignore_index=ignore_index, dropped=dropped)
+        at += len(msgs)
+        out["input_ids"].append(enc["input_ids"] if enc else [])
+        out["labels"].append(enc["labels"] if enc else [])
+        out["cut_turns"].append(dropped["trailing turns cut by max_length"])
+        out["too_long"].append(enc is None)
+    return out
+
+
+def _fingerprint(rows: dict, tokenizer, max_length: int | None, ignore_index: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([rows["content"], rows["masked"], rows["eos"]]).encode())
+    h.update(tokenizer.backend_tokenizer.to_str().encode() if tokenizer.is_fast
+             else repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(f"{max_length}|{ignore_index}|{bos_id(tokenizer)}|{tokenizer.eos_token_id}".encode())
+    return h.hexdigest()[:24]
+
+
+def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
+                ignore_index: int = IGNORE_INDEX, cache_dir: str | Path | None = None,
+                num_proc: int | None = None):
+    """Tokenize rendered conversations with `datasets.map` (batched, cached on disk).
+
+    Returns the dataset (columns `input_ids`, `labels`) and the counts of what the max-length
+    policy dropped. The cache is keyed by the conversations, the tokenizer and the policy, so a
+    re-run with the same inputs reads the ids back instead of tokenizing again.
+    """
+    import datasets
+
+    ds = datasets.Dataset.from_dict(rows)
+    cache_file = None
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        key = _fingerprint(rows, tokenizer, max_length, ignore_index)
+        cache_file = str(Path(cache_dir) / f"encoded-{key}.arrow")
+    ds = ds.map(_encode_batch, batched=True, batch_size=1000, num_proc=num_proc,
+                fn_kwargs={"tokenizer": tokenizer, "max_length": max_length,
+                           "ignore_index": ignore_index},
+                remove_columns=["content", "masked", "eos"], cache_file_name=cache_file,
+                load_from_cache_file=cache_file is not None, desc="tokenizing")
+    dropped = Counter()
+    too_long = sum(ds["too_long"])
+    if too_long:
+        dropped["passage too long for one question"] = too_long
+    cut = sum(ds["cut_turns"])
+    if cut:
+        dropped["trailing turns cut by max_length"] = cut
+    if too_long:
+        ds = ds.filter(lambda r: not r, input_columns="too_long")
+    return ds.remove_columns(["cut_turns", "too_long"]), dropped
+
+
+def collate(batch: list[dict], *, pad_id: int, ignore_index: int = IGNORE_INDEX,
+            padding: str = "longest", max_length: int | None = None,
+            pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad `input_ids` and `labels` into tensors.
+
+    `padding="longest"` pads to the longest row of the batch; `"max_length"` pads every row to
+    `max_length` (the official recipe, kept for comparisons).
+    """
+    if padding not in ("longest", "max_length"):
+        raise ValueError(f"padding={padding!r}: choose 'longest' or 'max_length'")
+    width = max(len(r["input_ids"]) for r in batch)
+    if padding == "max_length":
+        if max_length is None:
+            raise ValueError("padding='max_length' needs max_length")
+        width = max(width, max_length)
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), ignore_index, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, r in enumerate(batch):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.as_tensor(r["input_ids"])
+        labels[i, :n] = torch.as_tensor(r["labels"])
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+class NERDataModule(pl.LightningDataModule):
+    """Training conversations of one source with a negative sampler.
+
+    Negatives and type order are drawn per epoch when the sampler re-draws (the trainer then
+    reloads the train dataloader every epoch).
+    """
+
+    def __init__(self, source: dict, sampler: NegativeSampler | None = None, *,
+                 max_length: int = 1024, batch_size: int = 8, val_fraction: float = 0.0,
+                 num_workers: int = 0, padding: str = "longest",
+                 pad_to_multiple_of: int | None = None, train_on_read_reply: bool = True,
+                 prompt: str = "uniner", cache_dir: str | None = None, seed: int = 42,
+                 name: str | None = None):
+        super().__init__()
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
+        self.source = dict(source)
+        self.sampler = sampler or NegativeSampler(strategy="none", k=None)
+        self.max_length, self.batch_size = max_length, batch_size
+        self.val_fraction, self.num_workers, self.seed = val_fraction, num_workers, seed
+        self.padding, self.pad_to_multiple_of = padding, pad_to_multiple_of
+        self.train_on_read_reply, self.prompt, self.name = train_on_read_reply, prompt, name
+        self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
+        self.tokenizer = None
+        self.train_passages: list[Passage] = []
+        self.val_passages: list[Passage] = []
+        self.report = ReadReport(str(source.get("path")))
+        self.dropped: Counter = Counter()
+
+    def connect(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_passages:
+            return
+        passages = load_passages(self.source, self.report)
+        if not passages:
+            raise ValueError(f"data source {self.source.get('path')} yielded no passages")
+        # the split has its own generator, so other seeded draws don't move it
+        order = np.random.default_rng(self.seed).permutation(len(passages))
+        n_val = int(round(self.val_fraction * len(passages)))
+        self.val_passages = [passages[i] for i in sorted(order[:n_val])]
+        self.train_passages = [passages[i] for i in sorted(order[n_val:])]
+
+    def encode(self, passages: Sequence[Passage], epoch: int):
+        if self.tokenizer is None:
+            raise RuntimeError("NERDataModule.connect(tokenizer) must be called before encoding")
+        queries = self.sampler.queries(passages, epoch)
+        rows = render_rows(passages, queries, prompt=self.prompt,
+                           train_on_read_reply=self.train_on_read_reply)
+        ds, dropped = encode_rows(rows, self.tokenizer, max_length=self.max_length,
+                                  cache_dir=self.cache_dir)
+        for reason, n in dropped.items():
+            if epoch == 0 or self.sampler.redraw_each_epoch:
+                log.warning("epoch %d: %s: %d", epoch, reason, n)
+        self.dropped = dropped
+        return ds
+
+    def _loader(self, ds, shuffle: bool) -> DataLoader:
+        pad = self.tokenizer.pad_token_id
+        fn = partial(collate, pad_id=pad, padding=self.padding, max_length=self.max_length,
+                     pad_to_multiple_of=self.pad_to_multiple_of)
+        gen = torch.Generator().manual_seed(self.seed + (self.trainer.current_epoch
+                                                          if self.trainer else 0))
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=fn,
+                          num_workers=self.num_workers, generator=gen)
+
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer else 0
+        return self._loader(self.encode(self.train_passages, epoch), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.val_passages:
+            return []
+        return self._loader(self.encode(self.val_passages, 0), shuffle=False)
