@@ -38,3 +38,20 @@ def _secret(key: str) -> bool:
     k = key.lower()
     # token counts and *_env names (which hold a variable's name, not its value) are not secrets
     return any(m in k for m in SECRET_MARKERS) and not k.endswith(("_env", "_tokens", "tokens"))
+
+
+def wandb_offline() -> bool:
+    """Offline unless an API key is available (env or `wandb login`), or WANDB_MODE says so."""
+    import os
+
+    mode = os.environ.get("WANDB_MODE")
+    if mode:
+        return mode in ("offline", "dryrun", "disabled")
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+
+
+if not OmegaConf.has_resolver("wandb_offline"):
+    OmegaConf.register_new_resolver("wandb_offline", wandb_offline)

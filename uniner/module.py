@@ -1,0 +1,140 @@
+"""The LightningModule: masked LM loss on assistant turns, AdamW + cosine warmup, and answers by
+greedy generation for `val/f1` and the benchmark test."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from uniner.benchmark import Query
+from uniner.encoding import encode_prompt
+from uniner.generation import generate_answers
+from uniner.metric import benchmark_average, score_queries
+from uniner.prompts import UniNER
+
+
+def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warmup to the peak lr, then cosine decay to 0 (the official recipe's schedule)."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def score_by_dataset(queries: Sequence[Query], answers: Sequence[str]) -> dict[str, dict]:
+    """Metrics per dataset and their plain mean (`average`), as the paper reports them."""
+    per: dict[str, tuple[list[str], list[str]]] = {}
+    for q, a in zip(queries, answers):
+        preds, golds = per.setdefault(q.dataset, ([], []))
+        preds.append(a)
+        golds.append(q.gold_text())
+    results = {name: score_queries(p, g) for name, (p, g) in per.items()}
+    results["average"] = benchmark_average(results)
+    return results
+
+
+class NERModule(pl.LightningModule):
+    """Instruction-tunes a causal LM on UniNER conversations.
+
+    Args:
+        model: the (possibly quantized, possibly LoRA-wrapped) causal LM.
+        tokenizer: its tokenizer.
+        optimizer: a partial optimizer (`_partial_: true`), called with the trainable params.
+        warmup_ratio: share of the optimizer steps spent warming up.
+        max_new_tokens: answer length limit at generation (256 as the official protocol).
+        generation_batch_size: queries per `generate` call.
+    """
+
+    def __init__(self, model, tokenizer, optimizer: Callable, *, warmup_ratio: float = 0.04,
+                 max_new_tokens: int = 256, generation_batch_size: int = 32):
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self.optimizer_factory, self.warmup_ratio = optimizer, warmup_ratio
+        self.max_new_tokens, self.generation_batch_size = max_new_tokens, generation_batch_size
+        self.val_queries: list[Query] = []
+        self.test_queries: list[Query] = []
+        self.test_results: dict[str, dict] = {}
+        self.test_answers: list[str] = []
+        self._prompts: dict[tuple[str, str], list[int]] = {}
+        self._step_start = 0.0
+        # checkpoints hold only trainable weights (a frozen 7B base is rebuilt from the backbone)
+        self.strict_loading = False
+
+    def forward(self, **batch):
+        return self.model(**batch)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._step_start = time.perf_counter()
+
+    def training_step(self, batch, batch_idx):
+        loss = self.model(**batch).loss
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        seconds = time.perf_counter() - self._step_start
+        self.log("train/tokens_per_s", batch["attention_mask"].sum().float() / max(seconds, 1e-9))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self.model(**batch).loss, prog_bar=True, sync_dist=True)
+
+    def on_validation_epoch_end(self):
+        if self.val_queries and not self.trainer.sanity_checking:
+            results = score_by_dataset(self.val_queries, self.answer(self.val_queries))
+            self.log("val/f1", results["average"]["f1"], prog_bar=True, sync_dist=True)
+
+    def answer(self, queries: Sequence[Query]) -> list[str]:
+        """Greedy answers to queries (prompt ids cached per (text, type))."""
+        style = UniNER()
+        prompts = []
+        for q in queries:
+            key = (q.text, q.type)
+            if key not in self._prompts:
+                self._prompts[key] = encode_prompt(style.query(q.text, q.type), self.tokenizer)
+            prompts.append(self._prompts[key])
+        return generate_answers(self.model, self.tokenizer, prompts,
+                                max_new_tokens=self.max_new_tokens,
+                                batch_size=self.generation_batch_size)
+
+    def on_test_epoch_start(self):
+        self._test_answers: dict[int, str] = {}
+
+    def test_step(self, batch: list[tuple[int, Query]], batch_idx):
+        answers = self.answer([q for _, q in batch])
+        self._test_answers.update((i, a) for (i, _), a in zip(batch, answers))
+
+    def on_test_epoch_end(self):
+        answered = self._test_answers
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, answered)
+            answered = {i: a for part in parts for i, a in part.items()}
+        self.test_answers = [answered[i] for i in range(len(self.test_queries))]
+        self.test_results = score_by_dataset(self.test_queries, self.test_answers)
+        for name, metrics in self.test_results.items():
+            key = "avg" if name == "average" else name
+            for m in ("precision", "recall", "f1", "empty_query_fp_rate"):
+                if m in metrics:
+                    self.log(f"test/{key}/{m}", float(metrics[m]), rank_zero_only=True)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(math.ceil(self.warmup_ratio * total))
+        scheduler = LambdaLR(optimizer, cosine_with_warmup(warmup, total))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if k in trainable}

@@ -1,0 +1,80 @@
+"""`uniner-prepare`: write the training conversations of a `data` + `sampling` choice, and stats.
+
+    uniner-prepare data=bio data.source.path=train.txt sampling=uniform
+
+Writes, in the Hydra run directory, `conversations.json` (the released Pile-NER-type format, so
+any other trainer can use it), `stats.json` and `stats.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from uniner import config  # noqa: F401  (registers the `asset` resolver)
+from uniner.backbone import build_tokenizer
+from uniner.data import encode_rows, load_passages, render_rows
+from uniner.prompts import to_conversation_item
+from uniner.records import ReadReport
+from uniner.stats import corpus_stats, stats_markdown
+
+log = logging.getLogger(__name__)
+
+
+def reader_drops(report: ReadReport) -> Counter:
+    """What a reader skipped or dropped, as stats entries."""
+    dropped = Counter(report.notes)
+    if report.skipped_rows:
+        dropped["malformed rows skipped"] += report.skipped_rows
+    if report.dropped_mentions:
+        dropped["mentions of dropped types"] += report.dropped_mentions
+    return dropped
+
+
+def run(cfg: DictConfig, out_dir: str | Path) -> dict:
+    """Build, write and return the stats of the conversations of `cfg.data` and `cfg.sampling`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = OmegaConf.to_container(cfg.data.source, resolve=True)
+    report = ReadReport(str(source.get("path")))
+    passages = load_passages(source, report)
+    sampler = instantiate(cfg.sampling)
+    queries = sampler.queries(passages, epoch=cfg.epoch)
+
+    items = [to_conversation_item(p, q) for p, q in zip(passages, queries)]
+    with open(out / "conversations.json", "w", encoding="utf-8") as f:
+        json.dump(items, f, ensure_ascii=False, indent=1)
+
+    tokenizer = build_tokenizer(cfg.backbone)
+    rows = render_rows(passages, queries, prompt=cfg.data.prompt,
+                       train_on_read_reply=cfg.data.train_on_read_reply)
+    encoded, dropped = encode_rows(rows, tokenizer, max_length=cfg.data.max_length,
+                                   cache_dir=cfg.data.cache_dir and Path(cfg.data.cache_dir
+                                                                         ).expanduser())
+    dropped = reader_drops(report) + dropped
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    stats = corpus_stats(passages, queries, lengths, dict(dropped))
+    stats = {"source": source.get("path"), "sampling": sampler.strategy,
+             "tokenizer": tokenizer.name_or_path, "max_length": cfg.data.max_length, **stats}
+    (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False))
+    (out / "stats.md").write_text(stats_markdown(stats))
+    return stats
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    out = HydraConfig.get().runtime.output_dir
+    stats = run(cfg, out)
+    print(stats_markdown(stats))
+    print(f"wrote conversations.json, stats.json and stats.md to {out}")
+
+
+if __name__ == "__main__":
+    main()

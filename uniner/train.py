@@ -1,0 +1,119 @@
+"""`uniner-train`: instruction-tune a student on UniNER conversations, then test it.
+
+    uniner-train backbone=llama-7b quant=nf4 adapter=lora sampling=frequency trainer=gpu
+
+With no overrides: the tiny random-init backbone on the embedded sample, on the CPU, in a few
+minutes, ending with a printed F1 table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from uniner import config
+from uniner.backbone import build_backbone, export
+from uniner.benchmark import build_queries, passage_queries
+from uniner.encoding import encode_prompt
+from uniner.module import NERModule
+from uniner.prompts import UniNER
+from uniner.evaluate import results_table
+
+log = logging.getLogger(__name__)
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    for lg in loggers:
+        if hasattr(lg, "log_hyperparams"):
+            lg.log_hyperparams(config.redact(cfg))
+    return loggers
+
+
+def sorted_test_loader(module: NERModule, batch_size: int) -> DataLoader:
+    """Test queries sorted by prompt length, so a batch pads little."""
+    style = UniNER()
+    lengths = [len(encode_prompt(style.query(q.text, q.type), module.tokenizer))
+               for q in module.test_queries]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    items = [(i, module.test_queries[i]) for i in order]
+    return DataLoader(items, batch_size=batch_size, collate_fn=list)
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Fit, test on `cfg.benchmark`, export; returns the logged metrics."""
+    out = Path(HydraConfig.get().runtime.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    model, tokenizer = build_backbone(cfg.backbone, cfg.quant, cfg.adapter)
+
+    datamodule = instantiate(cfg.data, sampler=instantiate(cfg.sampling), _recursive_=False)
+    datamodule.connect(tokenizer)
+    module = NERModule(model, tokenizer, instantiate(cfg.optimizer), **cfg.module)
+    datamodule.setup("fit")
+    if datamodule.val_passages:
+        types = datamodule.sampler.queries(datamodule.val_passages, epoch=0)
+        module.val_queries = passage_queries(datamodule.val_passages, types, "val")
+    module.test_queries, missing = build_queries(
+        OmegaConf.to_container(cfg.benchmark.datasets, resolve=True),
+        strict_files=cfg.benchmark.get("strict_files", False))
+
+    monitor = cfg.checkpoint.monitor if datamodule.val_passages else None
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, monitor=monitor,
+                                 mode=cfg.checkpoint.mode, save_top_k=1 if monitor else 0)
+    loggers = build_loggers(cfg)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
+                                      callbacks=[checkpoint])
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.test(module, dataloaders=sorted_test_loader(module, cfg.module.
+                                                            generation_batch_size),
+                     ckpt_path="best" if monitor else None, verbose=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if trainer.is_global_zero:
+            table = results_table(module.test_results, missing)
+            (out / "metrics.json").write_text(json.dumps(
+                {"test": module.test_results, "missing": missing, "logged": metrics}, indent=2))
+            (out / "results.md").write_text(table)
+            _log_table(loggers, module)
+            if cfg.export:
+                export(module.model, tokenizer, out / "export", merge_lora=cfg.merge_lora,
+                       resolved_config=config.redact(cfg))
+            print(table)
+        return metrics
+    finally:
+        _finish_wandb(loggers)
+
+
+def _log_table(loggers: list, module: NERModule) -> None:
+    for lg in loggers:
+        if hasattr(lg, "log_table"):  # W&B: the final metrics as a Table
+            rows = [[name, m["precision"], m["recall"], m["f1"],
+                     m.get("empty_query_fp_rate", 0.0)] for name, m in module.test_results.items()]
+            lg.log_table("test/results", columns=["dataset", "precision", "recall", "f1",
+                                                  "empty_query_fp_rate"], data=rows)
+
+
+def _finish_wandb(loggers: list) -> None:
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run(cfg)
+    return metrics.get(cfg.optimized_metric)
+
+
+if __name__ == "__main__":
+    main()
