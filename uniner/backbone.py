@@ -1,0 +1,603 @@
+"""The student model: backbone + quantization + adapter -> (model, tokenizer), and its export.
+
+`build_backbone` is the one place where the `backbone`, `quant` and `adapter` config groups meet.
+It rejects bad combinations before anything loads, then builds a pretrained causal LM (hub id or
+local directory) or a random-init one from a config dict, optionally quantized by bitsandbytes
+(int8, nf4 with double quantization) and wrapped with a PEFT LoRA adapter.
+
+Padding side: `build_backbone` / `build_tokenizer` return a right-padding tokenizer (training
+batches are right-padded); `load_trained` returns a left-padding one (batched generation).
+A tokenizer without a pad token gets its `unk` (else its `eos`) as pad, so the vocabulary and the
+embedding matrix keep their size; attention masks come from row lengths, never from
+`ids != pad_id`.
+
+`export` writes a directory that plain `transformers` / `peft` can load, and `load_trained`
+loads it back with the numerics it was trained with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import importlib.util
+import json
+import logging
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+from uniner import config as uniner_config  # registers the `asset` resolver used by backbone/tiny
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+EXPORT_INFO = "uniner_export.json"
+
+
+@dataclass
+class BackboneArgs:
+    """The `backbone` group: which causal LM, in which precision."""
+
+    name: str
+    """Label for run names and logs."""
+    path: str | None = None
+    """Hub id or local directory of a pretrained causal LM; null for a random-init `config`."""
+    config: dict | None = None
+    """Model config kwargs for a random-init model (`model_type` defaults to `llama`)."""
+    tokenizer: str | None = None
+    """Tokenizer hub id or directory; null means `path`."""
+    dtype: str = "auto"
+    """auto | bf16 | fp16 | fp32; auto = bf16 on a CUDA device with bf16 support, else fp32."""
+    attn_implementation: str = "sdpa"
+    """sdpa | eager | flash_attention_2 (sdpa where flash-attn is not installed)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (non-reentrant)."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub; off unless you trust the repository."""
+
+    def __post_init__(self):
+        if (self.path is None) == (self.config is None):
+            raise ValueError(f"backbone={self.name}: set exactly one of `path` (a pretrained "
+                             "model) and `config` (a random-init model)")
+        if self.tokenizer is None:
+            if self.path is None:
+                raise ValueError(f"backbone={self.name}: a random-init `config` needs `tokenizer`")
+            self.tokenizer = self.path
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"backbone.dtype={self.dtype!r}: choose auto, {', '.join(DTYPES)}")
+
+
+@dataclass
+class QuantArgs:
+    """The `quant` group: how bitsandbytes stores the frozen base weights."""
+
+    name: str = "none"
+    """Label (none, int8, nf4)."""
+    bits: int | None = None
+    """null (no quantization), 8 (LLM.int8) or 4 (QLoRA)."""
+    quant_type: str = "nf4"
+    """4-bit data type: nf4 | fp4."""
+    double_quant: bool = True
+    """4-bit: also quantize the quantization constants (~0.4 bit/param saved)."""
+    compute_dtype: str = "auto"
+    """4-bit matmul dtype and the dtype of the non-quantized weights; auto = `backbone.dtype`."""
+    threshold: float = 6.0
+    """8-bit: LLM.int8 outlier threshold."""
+
+    def __post_init__(self):
+        if self.bits not in (None, 4, 8):
+            raise ValueError(f"quant={self.name}: bits={self.bits!r}, choose null, 8 or 4")
+        if self.quant_type not in ("nf4", "fp4"):
+            raise ValueError(f"quant.quant_type={self.quant_type!r}: choose nf4 or fp4")
+        if self.compute_dtype != "auto" and self.compute_dtype not in DTYPES:
+            raise ValueError(f"quant.compute_dtype={self.compute_dtype!r}: "
+                             f"choose auto, {', '.join(DTYPES)}")
+
+    def bnb_config(self, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+        """The transformers quantization config, None without quantization."""
+        if self.bits == 8:
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=self.threshold)
+        if self.bits == 4:
+            return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=self.quant_type,
+                                      bnb_4bit_use_double_quant=self.double_quant,
+                                      bnb_4bit_compute_dtype=compute_dtype)
+        return None
+
+
+@dataclass
+class AdapterArgs:
+    """The `adapter` group: full finetune (`none`) or LoRA."""
+
+    name: str = "none"
+    """none (every weight trains) or lora."""
+    lr: float | None = None
+    """Peak learning rate the optimizer reads as `${adapter.lr}`."""
+    r: int = 8
+    """LoRA rank."""
+    alpha: float = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"])
+    """Module names to adapt, or `all-linear`."""
+
+    def __post_init__(self):
+        if self.name not in ("none", "lora"):
+            raise ValueError(f"adapter={self.name!r}: choose none or lora")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"adapter.lr={self.lr}: must be > 0")
+        if self.r < 1 or not self.alpha > 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"adapter: r={self.r}, alpha={self.alpha}, dropout={self.dropout}: "
+                             "need r >= 1, alpha > 0, 0 <= dropout < 1")
+        if isinstance(self.target_modules, str):
+            if self.target_modules != "all-linear":
+                raise ValueError(f"adapter.target_modules={self.target_modules!r}: "
+                                 "a list of module names or 'all-linear'")
+        elif not self.target_modules or not all(isinstance(m, str) for m in self.target_modules):
+            raise ValueError(f"adapter.target_modules={self.target_modules!r}: "
+                             "a non-empty list of module names or 'all-linear'")
+        else:
+            self.target_modules = list(self.target_modules)
+
+    @property
+    def lora(self) -> bool:
+        return self.name == "lora"
+
+
+def _args(cls, group: str, cfg):
+    if isinstance(cfg, cls):
+        return cfg
+    if isinstance(cfg, DictConfig):
+        try:
+            cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as e:
+            raise ValueError(f"{group}: {e.msg} (set it on the command line, "
+                             f"e.g. {group}.{e.full_key.split('.')[-1]}=...)") from None
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"{group}: expected a mapping, got {type(cfg).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"{group}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    try:
+        return cls(**cfg)
+    except TypeError as e:  # a missing required key
+        raise ValueError(f"{group}: {e}") from None
+
+
+def validate(backbone, quant, adapter) -> tuple[BackboneArgs, QuantArgs, AdapterArgs]:
+    """Check the three groups and their combination without loading anything.
+
+    Args:
+        backbone: the `backbone` group (DictConfig, dict or `BackboneArgs`).
+        quant: the `quant` group.
+        adapter: the `adapter` group.
+
+    Returns:
+        The typed groups.
+
+    Raises:
+        ValueError: an unknown key, a bad value or a bad combination (a quantized base without
+            LoRA, bitsandbytes missing).
+    """
+    b = _args(BackboneArgs, "backbone", backbone)
+    q = _args(QuantArgs, "quant", quant)
+    a = _args(AdapterArgs, "adapter", adapter)
+    if q.bits and not a.lora:
+        raise ValueError(f"quant={q.name} needs adapter=lora: a quantized base is frozen and "
+                         f"cannot be fully finetuned; add adapter=lora (QLoRA) or use quant=none")
+    if q.bits and importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError(f"quant={q.name} needs bitsandbytes: pip install bitsandbytes")
+    return b, q, a
+
+
+def _target_device(device) -> torch.device:
+    """Where the model will run: `device`, else CUDA when present, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+        else torch.device("cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` -> bf16 on a CUDA device with bf16 support, else fp32; other names as named."""
+    if name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    return DTYPES[name]
+
+
+def _attn(name: str, device: torch.device) -> str:
+    if name == "flash_attention_2":
+        from transformers.utils import is_flash_attn_2_available
+
+        if device.type != "cuda" or not is_flash_attn_2_available():
+            log.warning("attn_implementation=flash_attention_2 needs flash-attn and a CUDA "
+                        "device; using sdpa")
+            return "sdpa"
+    return name
+
+
+def _ensure_pad(tokenizer) -> bool:
+    """Give `tokenizer` a pad token; True when a new token had to be added to the vocabulary."""
+    if tokenizer.pad_token is not None:
+        return False
+    # unk, else eos: an existing id keeps the vocabulary (and the embeddings) as they are;
+    # pad positions are masked out of attention and loss either way
+    for name in ("unk_token", "eos_token"):
+        token = getattr(tokenizer, name)
+        if token is not None:
+            tokenizer.pad_token = token
+            log.info("tokenizer has no pad token: padding with %s %r", name, token)
+            return False
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    log.warning("tokenizer has no pad, unk or eos token: added <pad> (the embeddings grow)")
+    return True
+
+
+def build_tokenizer(backbone, *, padding_side: str = "right"):
+    """The backbone's tokenizer with a pad token.
+
+    Args:
+        backbone: the `backbone` group (DictConfig, dict or `BackboneArgs`).
+        padding_side: `right` for training batches, `left` for batched generation.
+    """
+    b = _args(BackboneArgs, "backbone", backbone)
+    tokenizer = AutoTokenizer.from_pretrained(b.tokenizer, trust_remote_code=b.trust_remote_code)
+    _ensure_pad(tokenizer)
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None):
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _keep_4bit_layout(model) -> None:
+    """Keep bitsandbytes' 4-bit CPU layout the one training uses.
+
+    On AVX512-BF16 CPUs bitsandbytes 0.50 repacks a 4-bit weight in place at the first eval-mode
+    no-grad forward (bf16 absmax; out_features must divide by 32). Training after that (a
+    validation step, then the next batch) backpropagates through an op without autograd: LoRA
+    grads come out None or wrong; and the repacking is lossy, so an export after an eval changes
+    the weights. The plain dequantize + matmul path avoids both.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _random_init(b: BackboneArgs, tokenizer, dtype: torch.dtype, attn: str):
+    kwargs = dict(b.config)
+    model_type = kwargs.pop("model_type", "llama")
+    for special in ("bos", "eos", "pad"):
+        kwargs.setdefault(f"{special}_token_id", getattr(tokenizer, f"{special}_token_id"))
+    config = AutoConfig.for_model(model_type, **kwargs)
+    if config.vocab_size < len(tokenizer):
+        raise ValueError(f"backbone={b.name}: config.vocab_size={config.vocab_size} < "
+                         f"{len(tokenizer)} tokens of {b.tokenizer}")
+    return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn,
+                                            trust_remote_code=b.trust_remote_code)
+
+
+def _load_model(b: BackboneArgs, q: QuantArgs, tokenizer, device, dtype: torch.dtype):
+    target = _target_device(device)
+    attn = _attn(b.attn_implementation, target)
+    bnb_config = q.bnb_config(dtype)
+    kwargs = dict(dtype=dtype, attn_implementation=attn, trust_remote_code=b.trust_remote_code)
+    if bnb_config is not None:  # bitsandbytes quantizes while it loads, straight onto the device
+        kwargs |= dict(quantization_config=bnb_config, device_map={"": target})
+    elif device is not None:
+        kwargs |= dict(device_map={"": target})
+
+    if b.path is not None:
+        return AutoModelForCausalLM.from_pretrained(b.path, **kwargs)
+    model = _random_init(b, tokenizer, dtype, attn)
+    if bnb_config is not None:  # quantization happens at load time, so go through a checkpoint
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            model = AutoModelForCausalLM.from_pretrained(tmp, **kwargs)
+        model.config.name_or_path = ""  # random init: `export` saves the base itself
+        model.name_or_path = ""
+    elif device is not None:
+        model.to(target)
+    return model
+
+
+def build_backbone(backbone, quant, adapter, *, device=None, seed: int | None = None):
+    """Build the student described by the `backbone`, `quant` and `adapter` groups.
+
+    The combination is validated before anything loads. A quantized base is prepared for
+    k-bit training by hand rather than with `peft.prepare_model_for_kbit_training`, which upcasts
+    every non-quantized weight to fp32 (7B QLoRA at 1x1024: 13 GiB instead of 4.4 GiB): the base is
+    frozen, its norms and embeddings stay in the compute dtype, and input grads are enabled for
+    gradient checkpointing.
+
+    Args:
+        backbone: the `backbone` group (DictConfig, dict or `BackboneArgs`).
+        quant: the `quant` group.
+        adapter: the `adapter` group.
+        device: where the weights go. None leaves an unquantized model on the CPU (Lightning moves
+            it) and loads a quantized one onto the current CUDA device, else the CPU.
+        seed: seeds the random init (and the LoRA init) without touching the global RNG; None
+            uses the global RNG (the caller's `seed_everything`).
+
+    Returns:
+        `(model, tokenizer)`: a causal LM (a `PeftModel` with LoRA) and its right-padding
+        tokenizer.
+
+    Raises:
+        ValueError: see `validate`.
+    """
+    b, q, a = validate(backbone, quant, adapter)
+    target = _target_device(device)
+    dtype = resolve_dtype(q.compute_dtype if q.bits and q.compute_dtype != "auto" else b.dtype,
+                          target)
+    tokenizer = build_tokenizer(b, padding_side="right")
+    with _seeded(seed):
+        model = _load_model(b, q, tokenizer, device, dtype)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # only after adding <pad>
+            model.resize_token_embeddings(len(tokenizer))
+        for special in ("bos", "eos", "pad"):
+            if getattr(model.generation_config, f"{special}_token_id", None) is None:
+                setattr(model.generation_config, f"{special}_token_id",
+                        getattr(tokenizer, f"{special}_token_id"))
+        if q.bits:
+            model.requires_grad_(False)
+            _keep_4bit_layout(model)
+        if b.gradient_checkpointing:
+            model.config.use_cache = False  # the cache is useless when activations are recomputed
+            kwargs = {"use_reentrant": False}
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+                model.activation_checkpointing_enable(kwargs)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+            if a.lora:  # the frozen embeddings' output must carry grad into checkpointed blocks
+                model.enable_input_require_grads()
+        if a.lora:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(
+                r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, bias="none",
+                target_modules=a.target_modules, task_type="CAUSAL_LM"))
+    return model, tokenizer
+
+
+def _quant_of(model) -> dict | None:
+    """The `quant` group a loaded model was quantized with (from its config)."""
+    qc = getattr(model.config, "quantization_config", None)
+    if qc is None:
+        return None
+    qc = qc if isinstance(qc, dict) else qc.to_dict()
+    if qc.get("load_in_4bit"):
+        compute = str(qc.get("bnb_4bit_compute_dtype") or "float32").removeprefix("torch.")
+        return dataclasses.asdict(QuantArgs(
+            name=qc["bnb_4bit_quant_type"], bits=4, quant_type=qc["bnb_4bit_quant_type"],
+            double_quant=bool(qc["bnb_4bit_use_double_quant"]),
+            compute_dtype=DTYPE_NAMES.get(compute, "fp32")))
+    if qc.get("load_in_8bit"):
+        return dataclasses.asdict(QuantArgs(name="int8", bits=8,
+                                            threshold=qc["llm_int8_threshold"]))
+    raise ValueError(f"unsupported quantization {qc.get('quant_method')!r}: only bitsandbytes")
+
+
+def _base_state_dict(peft_model) -> dict[str, torch.Tensor]:
+    """The base model's state dict with the LoRA wrappers taken out (quantized as it is)."""
+    state, seen = {}, set()
+    for key, value in peft_model.get_base_model().state_dict().items():
+        if "lora_" in key:
+            continue
+        value = value.detach().contiguous()
+        if value.numel() and value.untyped_storage().data_ptr() in seen:
+            value = value.clone()  # tied weights: safetensors refuses shared storage
+        seen.add(value.untyped_storage().data_ptr())
+        state[key.replace(".base_layer.", ".")] = value
+    return state
+
+
+def _save_base(peft_model, out: Path) -> None:
+    """Save a random-init base (no hub id to reload it by), quantized as trained."""
+    from safetensors.torch import save_file
+
+    base = peft_model.get_base_model()
+    out.mkdir(parents=True, exist_ok=True)
+    # save_pretrained of a bitsandbytes model ignores a custom state dict, so write it directly
+    save_file({k: v.cpu() for k, v in _base_state_dict(peft_model).items()},
+              str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = copy.deepcopy(base.config)
+    config.architectures = [type(base).__name__]
+    config.save_pretrained(out)
+    base.generation_config.save_pretrained(out)
+
+
+def _merged_model(peft_model):
+    """A plain full-precision model with the LoRA updates folded into dequantized base weights."""
+    from peft.tuners.lora import LoraLayer
+    from peft.utils.integrations import dequantize_module_weight
+
+    base = peft_model.get_base_model()
+    dtype = next((p.dtype for p in base.parameters() if p.dtype.is_floating_point),
+                 torch.float32)
+    quantized = tuple()
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        import bitsandbytes as bnb
+
+        quantized = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+    state = {}
+    for name, module in base.named_modules():
+        if "lora_" in name or isinstance(module, LoraLayer):
+            continue  # a LoRA wrapper's base_layer is visited on its own
+        prefix = name.replace(".base_layer", "") + "." if name else ""
+        if isinstance(module, quantized):
+            state[prefix + "weight"] = dequantize_module_weight(module).to(dtype)
+            if module.bias is not None:
+                state[prefix + "bias"] = module.bias.detach().to(dtype)
+            continue
+        for pname, p in module.named_parameters(recurse=False):
+            if not p.dtype.is_floating_point:
+                raise ValueError(f"cannot merge LoRA into {name}.{pname} ({p.dtype}, "
+                                 f"{type(module).__name__}): only bitsandbytes int8/4-bit layers "
+                                 "can be dequantized; export the adapter (merge_lora=false)")
+            state[prefix + pname] = p.detach()
+        for bname, buf in module.named_buffers(recurse=False):
+            if bname not in module._non_persistent_buffers_set:
+                state[prefix + bname] = buf.detach()
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer):
+            key = name + ".weight"
+            weight = state[key].clone()
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    weight += module.get_delta_weight(adapter).to(weight.dtype)
+            state[key] = weight
+
+    config = copy.deepcopy(base.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        merged = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    merged.load_state_dict(state, strict=True, assign=True)
+    merged.generation_config = copy.deepcopy(base.generation_config)
+    return merged
+
+
+def export(model, tokenizer, out_dir, *, merge_lora: bool = False,
+           resolved_config: dict | None = None) -> Path:
+    """Write a trained student so plain `transformers` / `peft` (and `load_trained`) load it.
+
+    Layouts:
+        - LoRA: the adapter (`adapter_config.json`, safetensors). Its `base_model_name_or_path`
+          is the backbone's hub id or (absolute) directory; a random-init base is saved under
+          `out_dir/base` (quantized as trained) and referenced by its absolute path.
+        - LoRA with `merge_lora=True`: the merged full model; a quantized base is dequantized to
+          the compute dtype first.
+        - Full finetune: the full model.
+    Always the tokenizer, `uniner_config.yaml` (the resolved config with secret-looking keys
+    redacted) and `uniner_export.json` (layout, base, quantization to reload with).
+
+    Args:
+        model: the trained model from `build_backbone`.
+        tokenizer: its tokenizer.
+        out_dir: the export directory (created).
+        merge_lora: fold the LoRA update into the base and write a full model.
+        resolved_config: the run's config, written as `uniner_config.yaml`.
+
+    Returns:
+        The absolute export directory.
+
+    Raises:
+        ValueError: merging into a quantized layer that cannot be dequantized.
+    """
+    from peft import PeftModel
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    info: dict = {"format": "full", "base": None, "quant": None}
+    if isinstance(model, PeftModel) and merge_lora:
+        _merged_model(model).save_pretrained(out)
+        info["format"] = "merged"
+    elif isinstance(model, PeftModel):
+        base = model.get_base_model()
+        source = base.config.name_or_path or ""
+        if not source:
+            _save_base(model, out / "base")
+            source, info["base"] = str(out / "base"), "base"
+        else:
+            source = str(Path(source).resolve()) if Path(source).is_dir() else source
+            info["base"] = source
+        info |= {"format": "adapter", "quant": _quant_of(base)}
+        peft_config = model.peft_config[model.active_adapter]
+        previous = peft_config.base_model_name_or_path
+        peft_config.base_model_name_or_path = source  # AutoPeftModel needs an absolute path
+        try:
+            model.save_pretrained(out)
+        finally:
+            peft_config.base_model_name_or_path = previous
+    else:
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    OmegaConf.save(OmegaConf.create(uniner_config.redact(resolved_config or {})),
+                   out / "uniner_config.yaml")
+    (out / EXPORT_INFO).write_text(json.dumps(info, indent=2))
+    return out
+
+
+def _saved_quantization(model_dir: Path) -> dict | None:
+    config = model_dir / "config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text()).get("quantization_config")
+
+
+def load_trained(path, *, quant=None, device=None, dtype: str | None = None):
+    """Load an `export` directory (an adapter, a merged or a full model) for inference.
+
+    Args:
+        path: the export directory. An adapter export finds its base in `path/base` first (so a
+            moved export still loads), else by `base_model_name_or_path`.
+        quant: the `quant` group to load the base with. None: as trained (the quantization
+            recorded by the export for an adapter; none for a merged or full model). A base saved
+            in the export is loaded as saved and cannot be re-quantized.
+        device: where the weights go; None = CUDA when present, else the CPU.
+        dtype: auto | bf16 | fp16 | fp32 for the non-quantized weights; None = the quantization's
+            compute dtype, else auto.
+
+    Returns:
+        `(model, tokenizer)`: the model in eval mode and a left-padding tokenizer.
+    """
+    from peft import PeftConfig, PeftModel
+
+    out = Path(path).resolve()
+    info_file = out / EXPORT_INFO
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    adapter = (out / "adapter_config.json").is_file()
+    if adapter and (out / "base").is_dir():
+        source = out / "base"
+    elif adapter:
+        source = PeftConfig.from_pretrained(out).base_model_name_or_path
+    else:
+        source = out
+    saved = _saved_quantization(source) if isinstance(source, Path) else None
+    if saved is not None and quant is not None:
+        raise ValueError(f"{source} holds a base quantized as trained; load it with quant=None")
+    if quant is None:
+        q = QuantArgs(**info["quant"]) if adapter and info.get("quant") else QuantArgs()
+    else:
+        q = _args(QuantArgs, "quant", quant)
+
+    target = _target_device(device)
+    if dtype is None:
+        dtype = q.compute_dtype if q.bits else "auto"
+    if saved is not None and dtype == "auto":
+        compute = saved.get("bnb_4bit_compute_dtype") or "float32"
+        dtype = DTYPE_NAMES.get(str(compute).removeprefix("torch."), "auto")
+    torch_dtype = resolve_dtype(dtype, target)
+    kwargs = dict(dtype=torch_dtype, device_map={"": target})
+    if q.bits and saved is None:
+        kwargs["quantization_config"] = q.bnb_config(torch_dtype)
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    _ensure_pad(tokenizer)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
+    if adapter:
+        model = PeftModel.from_pretrained(model, out)
+    if q.bits or saved is not None:
+        _keep_4bit_layout(model)
+    return model.eval(), tokenizer
