@@ -44,7 +44,9 @@ def dataset_queries(ds: dict) -> list[Query]:
     if ds.get("queries", "all_types") == "file":  # only what the file itself asks
         per_passage = [p.types + [t for t in p.negatives if t not in p.types] for p in passages]
     else:
-        types = ds.get("types") or sorted({t for p in passages for t in p.types})
+        label_map = ds.get("label_map") or {}
+        types = (ds.get("types") or list(dict.fromkeys(v for v in label_map.values() if v))
+                 or sorted({t for p in passages for t in p.types}))
         per_passage = [list(types)] * len(passages)
     return passage_queries(passages, per_passage, name, domain)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+# An absolute path, so that the console scripts (module `uniner.x`, not `__main__`) find the configs
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password")
 
 
@@ -36,8 +38,9 @@ def redact(cfg) -> dict | list:
 
 def _secret(key: str) -> bool:
     k = key.lower()
-    # token counts and *_env names (which hold a variable's name, not its value) are not secrets
-    return any(m in k for m in SECRET_MARKERS) and not k.endswith(("_env", "_tokens", "tokens"))
+    if k.endswith(("_env", "_tokens", "tokens")) or k.startswith("tokeniz"):
+        return False  # a variable's name, token counts and tokenizer paths are not secrets
+    return any(m in k for m in SECRET_MARKERS)
 
 
 def wandb_offline() -> bool:

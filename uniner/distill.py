@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from uniner.annotate import parse_answer, to_passage
+from uniner.config import CONF_DIR
 from uniner.prompts import to_conversation_item
 from uniner.records import DataError, Passage
 from uniner.stats import corpus_stats, stats_markdown
@@ -381,7 +382,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     return acct
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="distill")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="distill")
 def main(cfg: DictConfig) -> None:
     try:
         acct = run(cfg)

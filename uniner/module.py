@@ -104,6 +104,11 @@ class NERModule(pl.LightningModule):
                                 max_new_tokens=self.max_new_tokens,
                                 batch_size=self.generation_batch_size)
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        if isinstance(batch, list):  # test queries: text, tokenized when answered
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_test_epoch_start(self):
         self._test_answers: dict[int, str] = {}
 

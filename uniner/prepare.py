@@ -18,8 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from uniner import config  # noqa: F401  (registers the `asset` resolver)
 from uniner.backbone import build_tokenizer
+from uniner.config import CONF_DIR  # also registers the `asset` resolver
 from uniner.data import encode_rows, load_passages, render_rows
 from uniner.prompts import to_conversation_item
 from uniner.records import ReadReport
@@ -68,7 +68,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     return stats
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
     out = HydraConfig.get().runtime.output_dir
     stats = run(cfg, out)

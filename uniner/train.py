@@ -20,22 +20,30 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from uniner import config
+from uniner import config, sweep
 from uniner.backbone import build_backbone, export
 from uniner.benchmark import build_queries, passage_queries
+from uniner.config import CONF_DIR
 from uniner.encoding import encode_prompt
+from uniner.evaluate import results_table
 from uniner.module import NERModule
 from uniner.prompts import UniNER
-from uniner.evaluate import results_table
 
 log = logging.getLogger(__name__)
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    loggers, extra = [], {}
+    for c in (cfg.get("logger") or {}).values():
+        if c and str(c.get("_target_", "")).endswith("WandbLogger"):
+            # one group per multirun, swept values as tags and top-level config keys
+            kwargs, extra = sweep.wandb_identity(cfg, c)
+            loggers.append(instantiate(c, **kwargs))
+        elif c:
+            loggers.append(instantiate(c))
     for lg in loggers:
         if hasattr(lg, "log_hyperparams"):
-            lg.log_hyperparams(config.redact(cfg))
+            lg.log_hyperparams({**config.redact(cfg), **extra})
     return loggers
 
 
@@ -55,7 +63,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     model, tokenizer = build_backbone(cfg.backbone, cfg.quant, cfg.adapter)
 
-    datamodule = instantiate(cfg.data, sampler=instantiate(cfg.sampling), _recursive_=False)
+    # partial: Hydra would turn a dataclass argument (the sampler) back into a config
+    datamodule = instantiate(cfg.data, _partial_=True)(sampler=instantiate(cfg.sampling))
     datamodule.connect(tokenizer)
     module = NERModule(model, tokenizer, instantiate(cfg.optimizer), **cfg.module)
     datamodule.setup("fit")
@@ -109,7 +118,7 @@ def _finish_wandb(loggers: list) -> None:
         wandb.finish()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = run(cfg)
     return metrics.get(cfg.optimized_metric)
