@@ -11,6 +11,9 @@ from collections.abc import Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from uniner.encoding import encode_prompt
+from uniner.prompts import UniNER
+
 
 class ListClosed(StoppingCriteria):
     """Per row: stop once a generated token contains `]`."""
@@ -54,3 +57,22 @@ def generate_answers(model, tokenizer, prompts: Sequence[list[int]], *, max_new_
             answers[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True).strip()
     model.train(was_training)
     return answers
+
+
+def answer_queries(model, tokenizer, queries: Sequence, *, max_new_tokens: int = 256,
+                   batch_size: int = 32, prompt_cache: dict | None = None) -> list[str]:
+    """Greedy answers to (text, type) queries (objects with `.text` and `.type`, such as
+    `benchmark.Query`), each rendered with the training template up to `ASSISTANT:`.
+
+    `prompt_cache` maps (text, type) to prompt ids and is filled as queries are encoded, so a
+    caller that answers the same queries again (validation each epoch) tokenizes them once.
+    """
+    style, cache = UniNER(), {} if prompt_cache is None else prompt_cache
+    prompts = []
+    for q in queries:
+        key = (q.text, q.type)
+        if key not in cache:
+            cache[key] = encode_prompt(style.query(q.text, q.type), tokenizer)
+        prompts.append(cache[key])
+    return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                            batch_size=batch_size)

@@ -12,10 +12,8 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from uniner.benchmark import Query
-from uniner.encoding import encode_prompt
-from uniner.generation import generate_answers
-from uniner.metric import benchmark_average, score_queries
-from uniner.prompts import UniNER
+from uniner.evaluate import Evaluation, evaluate, flat_metrics
+from uniner.generation import answer_queries
 
 
 def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
@@ -28,18 +26,6 @@ def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def score_by_dataset(queries: Sequence[Query], answers: Sequence[str]) -> dict[str, dict]:
-    """Metrics per dataset and their plain mean (`average`), as the paper reports them."""
-    per: dict[str, tuple[list[str], list[str]]] = {}
-    for q, a in zip(queries, answers):
-        preds, golds = per.setdefault(q.dataset, ([], []))
-        preds.append(a)
-        golds.append(q.gold_text())
-    results = {name: score_queries(p, g) for name, (p, g) in per.items()}
-    results["average"] = benchmark_average(results)
-    return results
-
-
 class NERModule(pl.LightningModule):
     """Instruction-tunes a causal LM on UniNER conversations.
 
@@ -50,18 +36,22 @@ class NERModule(pl.LightningModule):
         warmup_ratio: share of the optimizer steps spent warming up.
         max_new_tokens: answer length limit at generation (256 as the official protocol).
         generation_batch_size: queries per `generate` call.
+        metric: the test metric, as `uniner-eval`'s: `uniner`, `strict` or `both`.
     """
 
     def __init__(self, model, tokenizer, optimizer: Callable, *, warmup_ratio: float = 0.04,
-                 max_new_tokens: int = 256, generation_batch_size: int = 32):
+                 max_new_tokens: int = 256, generation_batch_size: int = 32,
+                 metric: str = "uniner"):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_factory, self.warmup_ratio = optimizer, warmup_ratio
         self.max_new_tokens, self.generation_batch_size = max_new_tokens, generation_batch_size
+        self.metric = metric
         self.val_queries: list[Query] = []
         self.test_queries: list[Query] = []
         self.test_results: dict[str, dict] = {}
         self.test_answers: list[str] = []
+        self.test_evaluation: Evaluation | None = None
         self._prompts: dict[tuple[str, str], list[int]] = {}
         self._step_start = 0.0
         # checkpoints hold only trainable weights (a frozen 7B base is rebuilt from the backbone)
@@ -88,21 +78,14 @@ class NERModule(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         if self.val_queries and not self.trainer.sanity_checking:
-            results = score_by_dataset(self.val_queries, self.answer(self.val_queries))
+            results = evaluate(self.val_queries, self.answer(self.val_queries)).results
             self.log("val/f1", results["average"]["f1"], prog_bar=True, sync_dist=True)
 
     def answer(self, queries: Sequence[Query]) -> list[str]:
         """Greedy answers to queries (prompt ids cached per (text, type))."""
-        style = UniNER()
-        prompts = []
-        for q in queries:
-            key = (q.text, q.type)
-            if key not in self._prompts:
-                self._prompts[key] = encode_prompt(style.query(q.text, q.type), self.tokenizer)
-            prompts.append(self._prompts[key])
-        return generate_answers(self.model, self.tokenizer, prompts,
-                                max_new_tokens=self.max_new_tokens,
-                                batch_size=self.generation_batch_size)
+        return answer_queries(self.model, self.tokenizer, queries,
+                              max_new_tokens=self.max_new_tokens,
+                              batch_size=self.generation_batch_size, prompt_cache=self._prompts)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         if isinstance(batch, list):  # test queries: text, tokenized when answered
@@ -123,12 +106,10 @@ class NERModule(pl.LightningModule):
             torch.distributed.all_gather_object(parts, answered)
             answered = {i: a for part in parts for i, a in part.items()}
         self.test_answers = [answered[i] for i in range(len(self.test_queries))]
-        self.test_results = score_by_dataset(self.test_queries, self.test_answers)
-        for name, metrics in self.test_results.items():
-            key = "avg" if name == "average" else name
-            for m in ("precision", "recall", "f1", "empty_query_fp_rate"):
-                if m in metrics:
-                    self.log(f"test/{key}/{m}", float(metrics[m]), rank_zero_only=True)
+        self.test_evaluation = evaluate(self.test_queries, self.test_answers, metric=self.metric)
+        self.test_results = self.test_evaluation.results
+        for key, value in flat_metrics(self.test_evaluation, "test").items():
+            self.log(key, value, rank_zero_only=True)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

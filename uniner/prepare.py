@@ -1,9 +1,12 @@
 """`uniner-prepare`: write the training conversations of a `data` + `sampling` choice, and stats.
 
     uniner-prepare data=bio data.source.path=train.txt sampling=uniform
+    uniner-prepare mode=benchmark benchmark=zero_shot
 
 Writes, in the Hydra run directory, `conversations.json` (the released Pile-NER-type format, so
-any other trainer can use it), `stats.json` and `stats.md`.
+any other trainer can use it), `stats.json` and `stats.md`. With `mode=benchmark`: one
+`<dataset>.json` per dataset of the benchmark in the official evaluation form (one query per
+item, gold answer last, ids those `uniner-eval predictions=` matches) and `benchmark.json`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from uniner.backbone import build_tokenizer
+from uniner.benchmark import load_benchmark, query_item
 from uniner.config import CONF_DIR  # also registers the `asset` resolver
 from uniner.data import encode_rows, load_passages, render_rows
 from uniner.prompts import to_conversation_item
@@ -38,10 +42,35 @@ def reader_drops(report: ReadReport) -> Counter:
     return dropped
 
 
+def write_benchmark(cfg: DictConfig, out: Path) -> dict:
+    """Write each dataset's queries of `cfg.benchmark` in the official evaluation form; returns
+    the counts per dataset and the missing datasets."""
+    queries, missing = load_benchmark(cfg.benchmark)
+    per: dict[str, list] = {}
+    for q in queries:
+        per.setdefault(q.dataset, []).append(q)
+    datasets = {}
+    for name, qs in per.items():
+        with open(out / f"{name}.json", "w", encoding="utf-8") as f:
+            json.dump([query_item(q) for q in qs], f, ensure_ascii=False, indent=1)
+        datasets[name] = {"file": f"{name}.json", "queries": len(qs),
+                          "sentences": len({q.sentence for q in qs}),
+                          "types": len({q.type for q in qs})}
+    summary = {"benchmark": cfg.benchmark.name, "datasets": datasets, "missing": missing}
+    (out / "benchmark.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return summary
+
+
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
-    """Build, write and return the stats of the conversations of `cfg.data` and `cfg.sampling`."""
+    """Build, write and return the stats of the conversations of `cfg.data` and `cfg.sampling`
+    (`mode=benchmark`: the queries of `cfg.benchmark`, see `write_benchmark`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    mode = cfg.get("mode", "train")
+    if mode == "benchmark":
+        return write_benchmark(cfg, out)
+    if mode != "train":
+        raise ValueError(f"mode={mode!r}: choose train or benchmark")
     source = OmegaConf.to_container(cfg.data.source, resolve=True)
     report = ReadReport(str(source.get("path")))
     passages = load_passages(source, report)
@@ -72,6 +101,14 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
 def main(cfg: DictConfig) -> None:
     out = HydraConfig.get().runtime.output_dir
     stats = run(cfg, out)
+    if cfg.mode == "benchmark":
+        for name, d in stats["datasets"].items():
+            print(f"{name}: {d['queries']} queries = {d['sentences']} sentences x {d['types']} "
+                  "types")
+        for name in stats["missing"]:
+            print(f"{name}: missing (no file)")
+        print(f"wrote {len(stats['datasets'])} <dataset>.json files and benchmark.json to {out}")
+        return
     print(stats_markdown(stats))
     print(f"wrote conversations.json, stats.json and stats.md to {out}")
 

@@ -8,7 +8,6 @@ minutes, ending with a printed F1 table.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -16,16 +15,16 @@ import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from uniner import config, sweep
 from uniner.backbone import build_backbone, export
-from uniner.benchmark import build_queries, passage_queries
+from uniner.benchmark import load_benchmark, passage_queries
 from uniner.config import CONF_DIR
 from uniner.encoding import encode_prompt
-from uniner.evaluate import results_table
+from uniner.evaluate import log_results, write_outputs
 from uniner.module import NERModule
 from uniner.prompts import UniNER
 
@@ -71,9 +70,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if datamodule.val_passages:
         types = datamodule.sampler.queries(datamodule.val_passages, epoch=0)
         module.val_queries = passage_queries(datamodule.val_passages, types, "val")
-    module.test_queries, missing = build_queries(
-        OmegaConf.to_container(cfg.benchmark.datasets, resolve=True),
-        strict_files=cfg.benchmark.get("strict_files", False))
+    module.test_queries, missing = load_benchmark(cfg.benchmark)
 
     monitor = cfg.checkpoint.monitor if datamodule.val_passages else None
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, monitor=monitor,
@@ -88,27 +85,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
                      ckpt_path="best" if monitor else None, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if trainer.is_global_zero:
-            table = results_table(module.test_results, missing)
-            (out / "metrics.json").write_text(json.dumps(
-                {"test": module.test_results, "missing": missing, "logged": metrics}, indent=2))
-            (out / "results.md").write_text(table)
-            _log_table(loggers, module)
+            # the same outputs as uniner-eval, the results under `test`
+            evaluation = module.test_evaluation
+            evaluation.missing = list(missing)
+            write_outputs(out, evaluation, key="test", extra={"logged": metrics})
+            log_results(loggers, evaluation, files_dir=out)
             if cfg.export:
                 export(module.model, tokenizer, out / "export", merge_lora=cfg.merge_lora,
                        resolved_config=config.redact(cfg))
-            print(table)
+            print(evaluation.table())
         return metrics
     finally:
         _finish_wandb(loggers)
-
-
-def _log_table(loggers: list, module: NERModule) -> None:
-    for lg in loggers:
-        if hasattr(lg, "log_table"):  # W&B: the final metrics as a Table
-            rows = [[name, m["precision"], m["recall"], m["f1"],
-                     m.get("empty_query_fp_rate", 0.0)] for name, m in module.test_results.items()]
-            lg.log_table("test/results", columns=["dataset", "precision", "recall", "f1",
-                                                  "empty_query_fp_rate"], data=rows)
 
 
 def _finish_wandb(loggers: list) -> None:
