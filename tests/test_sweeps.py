@@ -1,0 +1,299 @@
+"""Sweeps: the multirun identity (swept keys, W&B group and tags), `uniner-report` on a synthetic
+multirun directory, and (slow) real multiruns through a subprocess, one of them logged by the
+real W&B library offline and read back from the `.wandb` files it wrote."""
+
+import base64
+import csv
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from uniner import sweep
+from uniner.report import build_table, load_sweep_dir, report, runs_from_wandb, to_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SAMPLINGS = ("none", "uniform", "frequency")
+# f1 of (dataset, sampling) for seeds 1 and 2; means and sample stds are exact in the table
+F1 = {("ds_a", "none"): (0.30, 0.32), ("ds_b", "none"): (0.10, 0.14),
+      ("ds_a", "uniform"): (0.50, 0.50), ("ds_b", "uniform"): (0.40, 0.46),
+      ("ds_a", "frequency"): (0.60, 0.56), ("ds_b", "frequency"): (0.52, 0.50)}
+
+
+def write_job(job: Path, overrides: list[str], params: dict, scores: dict | None,
+              logger: dict | None = None) -> None:
+    """One job directory as Hydra and `uniner-train` leave it."""
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {
+        "mode": "MULTIRUN", "sweep": {"dir": "multirun/x/${now:%Y-%m-%d_%H-%M-%S}"},
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                    "params": params},
+        "overrides": {"task": overrides},
+        "runtime": {"choices": {"experiment": "negative_sampling_ablation",
+                                "sampling": overrides[0].split("=")[1]}}}}))
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({
+        "seed": 1, "benchmark": {"name": "toy", "datasets": {
+            "ds_a": {"path": "${paths.data_root}/a.txt"},
+            "ds_b": {"path": "${paths.data_root}/b.txt"},
+            "ds_missing": {"path": "${paths.data_root}/c.txt"}}},
+        "logger": logger or {"csv": {"save_dir": "${hydra:runtime.output_dir}"}}}))
+    if scores is not None:
+        test = {ds: {"precision": f1, "recall": f1, "f1": f1, "empty_query_fp_rate": 0.5,
+                     "queries": 10} for ds, f1 in scores.items()}
+        test["average"] = {"f1": sum(scores.values()) / len(scores), "empty_query_fp_rate": 0.5,
+                           "datasets": len(scores)}
+        (job / "metrics.json").write_text(json.dumps(
+            {"test": test, "missing": ["ds_missing"], "logged": {}}))
+
+
+@pytest.fixture
+def synthetic_sweep(tmp_path) -> Path:
+    """3 samplings x 2 seeds as `experiment=negative_sampling_ablation` runs them, plus one
+    failed job (no metrics.json)."""
+    root = tmp_path / "multirun" / "negative_sampling_ablation" / "2025-01-31_12-00-00"
+    root.mkdir(parents=True)
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {
+        "task": ["experiment=negative_sampling_ablation", "debug=smoke"]}}}))
+    params = {"sampling": "none,uniform,frequency", "seed": "1,2"}
+    n = 0
+    for s in SAMPLINGS:
+        for i, seed in enumerate((1, 2)):
+            scores = {ds: F1[ds, s][i] for ds in ("ds_a", "ds_b")}
+            write_job(root / str(n), [f"sampling={s}", f"seed={seed}",
+                                      "experiment=negative_sampling_ablation", "debug=smoke"],
+                      params, scores)
+            n += 1
+    write_job(root / str(n), ["sampling=none", "seed=3", "experiment=negative_sampling_ablation",
+                              "debug=smoke"], params, None)
+    return root
+
+
+def compose_report(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("report", overrides=overrides)
+
+
+# ------------------------------------------------------------------------------ sweep identity
+
+
+def test_swept_keys_from_params_and_command_line():
+    params = {"sampling": "none,uniform,frequency", "seed": "1,2,3", "backbone": "tiny"}
+    assert sweep.swept_keys(params, ["debug=smoke"]) == ["sampling", "seed"]
+    # the command line wins over the params, as in Hydra's basic sweeper
+    assert sweep.swept_keys(params, ["seed=42", "+quant=none,nf4"]) == ["sampling", "quant"]
+    optuna = {"optimizer.lr": "tag(log, interval(1e-5, 1e-3))", "adapter.r": "choice(4, 8)"}
+    assert sweep.swept_keys(optuna, []) == ["optimizer.lr", "adapter.r"]
+    assert sweep.values(["optimizer.lr=1e-4", "adapter.r=8", "debug=smoke"],
+                        ["optimizer.lr", "adapter.r"]) == {"optimizer.lr": 1e-4, "adapter.r": 8}
+
+
+def test_group_name():
+    choices = {"experiment": "negative_sampling_ablation", "sweep": None}
+    assert sweep.group_name(None, choices, "multirun/nsa/2025-01-31_12-00-00") == (
+        "negative_sampling_ablation-2025-01-31_12-00-00")
+    assert sweep.group_name(None, {"experiment": None}, "/tmp/s/7").startswith("multirun-")
+    assert sweep.group_name("mine", choices, "x") == "mine"
+
+
+# ------------------------------------------------------------------------------ uniner-report
+
+
+def test_report_on_synthetic_sweep(synthetic_sweep):
+    runs, notes = load_sweep_dir(synthetic_sweep)
+    assert [r.values for r in runs[:2]] == [{"sampling": "none", "seed": 1},
+                                            {"sampling": "none", "seed": 2}]
+    assert len(runs) == 6 and notes == ["6: no metrics.json (failed or unfinished), left out"]
+
+    paths = report(compose_report([f"sweep_dir={synthetic_sweep}"]))
+    out = synthetic_sweep / "report"
+    assert {p.parent for p in paths.values()} == {out}
+
+    md = paths["md"].read_text()
+    table = md.split("## F1")[1].split("##")[0].strip().splitlines()
+    assert table[0] == "| sampling | ds_a | ds_b | ds_missing | Avg | runs |"
+    assert table[2:] == [
+        # none: ds_a 30, 32; ds_b 10, 14; avg 20, 23
+        "| none | 31.0 ± 1.4 | 12.0 ± 2.8 | — | **21.5 ± 2.1** | 2 |",
+        "| uniform | 50.0 ± 0.0 | 43.0 ± 4.2 | — | **46.5 ± 2.1** | 2 |",
+        "| frequency | 58.0 ± 2.8 | 51.0 ± 1.4 | — | **54.5 ± 2.1** | 2 |"]
+    assert "empty-query FP rate" in md and "(no scores): ds_missing" in md
+
+    with paths["csv"].open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["sampling"] for r in rows] == list(SAMPLINGS)
+    assert float(rows[2]["avg_mean"]) == pytest.approx(54.5)
+    assert float(rows[0]["ds_a_std"]) == pytest.approx(1.4142136)
+    assert rows[0]["ds_missing_mean"] == ""
+    with (out / "runs.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 6
+
+    image = matplotlib.image.imread(paths["png"])
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+    page = paths["html"].read_text()
+    assert "<table class='report'>" in page and "58.0 ± 2.8" in page and "54.5 ± 2.1" in page
+    embedded = re.search(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert embedded and base64.b64decode(embedded.group(1)) == paths["png"].read_bytes()
+    assert not list(out.glob("wandb"))  # the sweep did not use W&B: no summary run
+
+
+def test_report_infers_swept_keys_without_sweep_definition(tmp_path):
+    """Another sweeper (no multirun.yaml, no params): the keys that differ between jobs."""
+    for n, (s, seed) in enumerate([("none", 1), ("none", 2), ("frequency", 1)]):
+        write_job(tmp_path / str(n), [f"sampling={s}", f"seed={seed}", "debug=smoke"], {},
+                  {"ds_a": 0.1 * (n + 1)})
+    runs, _ = load_sweep_dir(tmp_path)
+    table = build_table(runs)
+    assert [row.values for row in table.rows] == [{"sampling": "none"}, {"sampling": "frequency"}]
+    assert to_markdown(table).splitlines()[2].startswith("| none | 15.0 ± 7.1 |")
+
+
+def test_report_from_wandb_runs():
+    """The W&B source: public-API runs (their documented attributes) become the same table."""
+    from types import SimpleNamespace
+
+    def api_run(name, sampling, seed, f1, job_type="train"):
+        return SimpleNamespace(
+            name=name, job_type=job_type, state="finished",
+            config={"sweep/sampling": sampling, "sweep/seed": seed,
+                    "variant": f"sampling={sampling}",
+                    "benchmark": {"datasets": [{"name": "ds_a"}]}},
+            summary_metrics={"test/ds_a/f1": f1, "test/avg/f1": f1, "train/loss": 1.0})
+
+    runs = runs_from_wandb([api_run("a", "none", 1, 0.2), api_run("b", "none", 2, 0.4),
+                            api_run("c", "uniform", 1, 0.5), api_run("r", "", 0, 0, "report")])
+    table = build_table(runs)
+    assert table.columns == ["ds_a", "average"]
+    assert to_markdown(table).splitlines()[2:] == ["| none | 30.0 ± 14.1 | **30.0 ± 14.1** | 2 |",
+                                                   "| uniform | 50.0 | **50.0** | 1 |"]
+
+
+def test_report_needs_one_source():
+    with pytest.raises(ValueError, match="exactly one"):
+        report(compose_report([]))
+
+
+# ------------------------------------------------------------------------------ real multiruns
+
+
+def run_cli(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env=environ, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done
+
+
+@pytest.mark.slow
+def test_sampling_multirun_then_report(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    run_cli(["-m", "uniner.train", "-m", "sampling=none,uniform,frequency", "debug=smoke",
+             "logger=csv", "export=false", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1", "2"]
+    benchmark = json.loads((sweep_dir / "0" / "metrics.json").read_text())["test"]
+
+    # as the `uniner-report` console script calls it (module `uniner.report`, not __main__)
+    run_cli(["-c", "from uniner.report import main; main()", f"sweep_dir={sweep_dir}"],
+            cwd=tmp_path)
+    out = sweep_dir / "report"
+    lines = (out / "report.md").read_text().split("## F1")[1].strip().splitlines()
+    datasets = [d for d in benchmark if d != "average"]
+    assert lines[0] == "| sampling | " + " | ".join([*datasets, "Avg", "runs"]) + " |"
+    assert [line.split(" | ")[0] for line in lines[2:5]] == [f"| {s}" for s in SAMPLINGS]
+    assert all(line.endswith("| 1 |") for line in lines[2:5])
+    assert matplotlib.image.imread(out / "report.png").ndim == 3
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+
+
+def wandb_records(path: Path):
+    """The protobuf records of a `.wandb` file, W&B's LevelDB-style log: a 7-byte header, then
+    32 KiB blocks of chunks: crc32 (4), length (2), type (1 full, 2 first, 3 middle, 4 last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B"
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0:  # zero padding up to the next block
+            pos += block - pos % block
+            continue
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def read_wandb_run(run_dir: Path) -> dict:
+    """Group, job type, tags, config and summary of one offline run directory."""
+    (wandb_file,) = run_dir.glob("*.wandb")
+    out = {"config": {}, "summary": {}}
+    for r in wandb_records(wandb_file):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            out.update(group=r.run.run_group, job_type=r.run.job_type, tags=list(r.run.tags))
+            out["config"].update({u.key: json.loads(u.value_json) for u in r.run.config.update})
+        elif kind == "config":
+            out["config"].update({u.key: json.loads(u.value_json) for u in r.config.update})
+        elif kind == "summary":
+            out["summary"].update({"/".join(u.nested_key) or u.key: json.loads(u.value_json)
+                                   for u in r.summary.update})
+    return out
+
+
+@pytest.mark.slow
+def test_wandb_offline_multirun_shares_a_group(tmp_path):
+    sweep_dir = tmp_path / "2025-01-31_12-00-00"
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    run_cli(["-m", "uniner.train", "-m", "sampling=none,frequency", "debug=smoke",
+             "logger=wandb", "export=false", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, **env)
+    runs = [read_wandb_run(d) for n in ("0", "1")
+            for d in (sweep_dir / n / "wandb").glob("offline-run-*")]
+    assert len(runs) == 2
+    assert {r["group"] for r in runs} == {"multirun-2025-01-31_12-00-00"}
+    assert [r["job_type"] for r in runs] == ["train", "train"]
+    assert ["sampling=none" in r["tags"] for r in runs] == [True, False]
+    assert [r["config"]["sweep/sampling"] for r in runs] == ["none", "frequency"]
+    assert [r["config"]["variant"] for r in runs] == ["sampling=none", "sampling=frequency"]
+    assert all(r["config"]["seed"] == 42 and "sampling" in r["config"] for r in runs)
+    for r in runs:
+        assert {"test/sample/f1", "test/avg/f1"} <= set(r["summary"])
+
+    # the report joins the sweep's group as a `report` run
+    run_cli(["-m", "uniner.report", f"sweep_dir={sweep_dir}"], cwd=tmp_path, **env)
+    (summary_run,) = (sweep_dir / "report" / "wandb").glob("offline-run-*")
+    written = read_wandb_run(summary_run)
+    assert (written["group"], written["job_type"]) == ("multirun-2025-01-31_12-00-00", "report")
+
+
+@pytest.mark.slow
+def test_optuna_sweep(tmp_path):
+    """sweep=optuna with the installed plugin: 2 trials, then the report of its trials."""
+    sweep_dir = tmp_path / "optuna"
+    run_cli(["-m", "uniner.train", "sweep=optuna", "debug=smoke", "logger=csv", "export=false",
+             "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert set(results["best_params"]) == {"optimizer.lr", "adapter.r"}
+    assert 0.0 <= results["best_value"] <= 1.0
+
+    run_cli(["-m", "uniner.report", f"sweep_dir={sweep_dir}"], cwd=tmp_path)
+    with (sweep_dir / "report" / "report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {"optimizer.lr", "adapter.r", "avg_mean"} <= set(rows[0])
