@@ -288,7 +288,9 @@ def test_optuna_sweep(tmp_path):
     """sweep=optuna with the installed plugin: 2 trials, then the report of its trials."""
     sweep_dir = tmp_path / "optuna"
     run_cli(["-m", "uniner.train", "sweep=optuna", "debug=smoke", "logger=csv", "export=false",
-             "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+             "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}",
+             "module.max_new_tokens=4"],  # a low lr's student never stops: 16 tokens cost 30 s
+            cwd=tmp_path)
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert set(results["best_params"]) == {"optimizer.lr", "adapter.r"}
     assert 0.0 <= results["best_value"] <= 1.0
