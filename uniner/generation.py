@@ -1,7 +1,11 @@
-"""Batched greedy answers for many prompts with plain `transformers.generate`.
+"""Greedy answers to benchmark queries.
 
-Prompts are sorted by length and left-padded; a row stops at EOS or as soon as it has produced a
-`]` (the official parser reads up to the first `]`, so nothing after it can change a score).
+`answer_queries` (used by `uniner-eval` and the LightningModule's val/test) goes through the
+extraction engine (`extract.Engine`: shared passage prefixes, token-budget batches).
+`generate_answers` is the plain batched `transformers.generate` path it replaced, kept as the
+reference the engine is compared with (tests, `experiments/bench_extract.py`): prompts sorted by
+length and left-padded; a row stops at EOS or as soon as it has produced a `]` (the official
+parser reads up to the first `]`, so nothing after it can change a score).
 """
 
 from __future__ import annotations
@@ -11,17 +15,14 @@ from collections.abc import Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from uniner.encoding import encode_prompt
-from uniner.prompts import UniNER
+from uniner.extract import BATCH_TOKENS, Engine, closing_token_ids, encode_queries
 
 
 class ListClosed(StoppingCriteria):
     """Per row: stop once a generated token contains `]`."""
 
     def __init__(self, tokenizer, prompt_width: int):
-        vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        closing = [i for i, tok in enumerate(vocab) if tok and "]" in tok]
-        self.closing = torch.tensor(closing, dtype=torch.long)
+        self.closing = torch.tensor(closing_token_ids(tokenizer), dtype=torch.long)
         self.prompt_width = prompt_width
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
@@ -60,19 +61,19 @@ def generate_answers(model, tokenizer, prompts: Sequence[list[int]], *, max_new_
 
 
 def answer_queries(model, tokenizer, queries: Sequence, *, max_new_tokens: int = 256,
-                   batch_size: int = 32, prompt_cache: dict | None = None) -> list[str]:
+                   batch_size: int = 32, prompt_cache: dict | None = None,
+                   batch_tokens: int = BATCH_TOKENS, decoding: str = "greedy") -> list[str]:
     """Greedy answers to (text, type) queries (objects with `.text` and `.type`, such as
     `benchmark.Query`), each rendered with the training template up to `ASSISTANT:`.
 
-    `prompt_cache` maps (text, type) to prompt ids and is filled as queries are encoded, so a
-    caller that answers the same queries again (validation each epoch) tokenizes them once.
+    Answered by `extract.Engine` with at most `batch_size` queries and `batch_tokens` KV slots a
+    batch. `prompt_cache` maps (text, type) to prompt ids and is filled as queries are encoded,
+    so a caller that answers the same queries again (validation each epoch) tokenizes them once.
     """
-    style, cache = UniNER(), {} if prompt_cache is None else prompt_cache
-    prompts = []
-    for q in queries:
-        key = (q.text, q.type)
-        if key not in cache:
-            cache[key] = encode_prompt(style.query(q.text, q.type), tokenizer)
-        prompts.append(cache[key])
-    return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                            batch_size=batch_size)
+    cache = {} if prompt_cache is None else prompt_cache
+    new = list(dict.fromkeys((q.text, q.type) for q in queries if (q.text, q.type) not in cache))
+    cache.update(zip(new, encode_queries(new, tokenizer)))
+    engine = Engine(model, tokenizer, max_new_tokens=max_new_tokens, batch_tokens=batch_tokens,
+                    batch_rows=batch_size, decoding=decoding)
+    return engine.answer_prompts([cache[(q.text, q.type)] for q in queries],
+                                 [q.text for q in queries])
