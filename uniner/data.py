@@ -21,6 +21,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from uniner import readers
+from uniner.batching import (
+    PackedRows,
+    TokenBudgetBatchSampler,
+    collate_packed,
+    pack,
+    padded_width,
+    row_lengths,
+)
 from uniner.encoding import IGNORE_INDEX, assemble, bos_id
 from uniner.prompts import Message, prompt_styles
 from uniner.records import Passage, ReadReport
@@ -168,20 +176,16 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
 def collate(batch: list[dict], *, pad_id: int, ignore_index: int = IGNORE_INDEX,
             padding: str = "longest", max_length: int | None = None,
             pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
-    """Right-pad `input_ids` and `labels` into tensors.
+    """Right-pad `input_ids` and `labels` into tensors, with `attention_mask` and `num_tokens`.
 
     `padding="longest"` pads to the longest row of the batch; `"max_length"` pads every row to
-    `max_length` (the official recipe, kept for comparisons).
+    `max_length` (the official recipe, kept for comparisons). `num_tokens` (the non-pad tokens)
+    is for the throughput log; the module does not pass it to the model.
     """
     if padding not in ("longest", "max_length"):
         raise ValueError(f"padding={padding!r}: choose 'longest' or 'max_length'")
-    width = max(len(r["input_ids"]) for r in batch)
-    if padding == "max_length":
-        if max_length is None:
-            raise ValueError("padding='max_length' needs max_length")
-        width = max(width, max_length)
-    if pad_to_multiple_of:
-        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    width = padded_width(max(len(r["input_ids"]) for r in batch), padding=padding,
+                         max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), ignore_index, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -190,7 +194,17 @@ def collate(batch: list[dict], *, pad_id: int, ignore_index: int = IGNORE_INDEX,
         ids[i, :n] = torch.as_tensor(r["input_ids"])
         labels[i, :n] = torch.as_tensor(r["labels"])
         mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "num_tokens": mask.sum()}
+
+
+def padded_cost(rows: int, longest: int, total: int, **width) -> int:
+    """Tokens a batch of padded rows occupies: rows x the width they are padded to."""
+    return rows * padded_width(longest, **width)
+
+
+def flat_cost(rows: int, longest: int, total: int) -> int:
+    """Tokens of a flattened batch (flash-attention varlen): no padding at all."""
+    return total
 
 
 class NERDataModule(pl.LightningDataModule):
@@ -198,6 +212,11 @@ class NERDataModule(pl.LightningDataModule):
 
     Negatives and type order are drawn per epoch when the sampler re-draws (the trainer then
     reloads the train dataloader every epoch).
+
+    Batches: `batch_size` rows, or with `batch_tokens` as many rows as fit that many tokens
+    (rows x padded width), length-grouped. With `packing`, a row holds several conversations
+    (up to `max_length` tokens) and `batch_size` / `batch_tokens` count packed rows / their tokens.
+    See `uniner.batching`.
     """
 
     def __init__(self, source: dict, sampler: NegativeSampler | None = None, *,
@@ -205,10 +224,24 @@ class NERDataModule(pl.LightningDataModule):
                  num_workers: int = 0, padding: str = "longest",
                  pad_to_multiple_of: int | None = None, train_on_read_reply: bool = True,
                  prompt: str = "uniner", cache_dir: str | None = None, seed: int = 42,
-                 name: str | None = None):
+                 name: str | None = None, packing: bool = False, batch_tokens: int | None = None):
         super().__init__()
         if not 0 <= val_fraction < 1:
             raise ValueError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
+        if padding not in ("longest", "max_length"):
+            raise ValueError(f"data.padding={padding!r}: choose longest or max_length")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size}: must be >= 1")
+        if not isinstance(packing, bool):
+            raise ValueError(f"data.packing={packing!r}: true or false")
+        if batch_tokens is not None:
+            # any conversation may be max_length tokens long: one such row must fit a batch
+            row = padded_width(max_length, padding=padding, max_length=max_length,
+                               pad_to_multiple_of=pad_to_multiple_of)
+            if batch_tokens < row:
+                raise ValueError(f"data.batch_tokens={batch_tokens}: must be >= {row}, the "
+                                 f"tokens of one padded row of data.max_length={max_length}")
+        self.packing, self.batch_tokens = packing, batch_tokens
         self.source = dict(source)
         self.sampler = sampler or NegativeSampler(strategy="none", k=None)
         self.max_length, self.batch_size = max_length, batch_size
@@ -251,14 +284,39 @@ class NERDataModule(pl.LightningDataModule):
         self.dropped = dropped
         return ds
 
+    def _flash_attention(self) -> bool:
+        """Whether the trained model runs flash-attention (packed rows must then be one row)."""
+        module = self.trainer.lightning_module if self.trainer else None
+        config = getattr(getattr(module, "model", None), "config", None)
+        return "flash" in str(getattr(config, "_attn_implementation", None) or "")
+
     def _loader(self, ds, shuffle: bool) -> DataLoader:
-        pad = self.tokenizer.pad_token_id
-        fn = partial(collate, pad_id=pad, padding=self.padding, max_length=self.max_length,
+        epoch = self.trainer.current_epoch if self.trainer else 0
+        width = dict(padding=self.padding, max_length=self.max_length,
                      pad_to_multiple_of=self.pad_to_multiple_of)
-        gen = torch.Generator().manual_seed(self.seed + (self.trainer.current_epoch
-                                                          if self.trainer else 0))
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=fn,
-                          num_workers=self.num_workers, generator=gen)
+        flatten = self.packing and self._flash_attention()
+        lengths = row_lengths(ds)
+        if self.packing:
+            # repacked each epoch (the loader is rebuilt), ties broken by the epoch's seed
+            ds = PackedRows(ds, pack(lengths, self.max_length, seed=self.seed + epoch), lengths)
+            lengths = ds.lengths
+            fn = partial(collate_packed, pad_id=self.tokenizer.pad_token_id, flatten=flatten,
+                         **width)
+        else:
+            fn = partial(collate, pad_id=self.tokenizer.pad_token_id, **width)
+        if self.batch_tokens is None:
+            gen = torch.Generator().manual_seed(self.seed + epoch)
+            return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=fn,
+                              num_workers=self.num_workers, generator=gen)
+        cost = flat_cost if flatten else partial(padded_cost, **width)
+        # this rank's share; under DDP Lightning re-creates the sampler with a DistributedSampler
+        # that says the same (see TokenBudgetBatchSampler)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer \
+            else (1, 0)
+        batches = TokenBudgetBatchSampler(None, lengths, self.batch_tokens, cost,
+                                          shuffle=shuffle, seed=self.seed, epoch=epoch,
+                                          num_replicas=world, rank=rank)
+        return DataLoader(ds, batch_sampler=batches, collate_fn=fn, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer else 0

@@ -63,18 +63,27 @@ class NERModule(pl.LightningModule):
     def on_train_batch_start(self, batch, batch_idx):
         self._step_start = time.perf_counter()
 
+    def loss(self, batch: dict) -> torch.Tensor:
+        """The LM loss of a padded or packed batch (`num_tokens` is only counted, not passed).
+
+        `use_cache=False`: with a cache, transformers ignores the restarting `position_ids` of
+        packed rows and lets their conversations attend to each other.
+        """
+        inputs = {k: v for k, v in batch.items() if k != "num_tokens"}
+        return self.model(**inputs, use_cache=False).loss
+
     def training_step(self, batch, batch_idx):
-        loss = self.model(**batch).loss
+        loss = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         seconds = time.perf_counter() - self._step_start
-        self.log("train/tokens_per_s", batch["attention_mask"].sum().float() / max(seconds, 1e-9))
+        self.log("train/tokens_per_s", batch["num_tokens"].float() / max(seconds, 1e-9))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def validation_step(self, batch, batch_idx):
-        self.log("val/loss", self.model(**batch).loss, prog_bar=True, sync_dist=True)
+        self.log("val/loss", self.loss(batch), prog_bar=True, sync_dist=True)
 
     def on_validation_epoch_end(self):
         if self.val_queries and not self.trainer.sanity_checking:
