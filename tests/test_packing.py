@@ -15,6 +15,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from lightning_fabric.utilities.data import _replace_dunder_methods
 from pytorch_lightning.utilities.data import _update_dataloader
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
@@ -275,3 +276,32 @@ def test_ddp_two_cpu_processes_train_packed(tmp_path):
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     speeds = [float(r["train/tokens_per_s"]) for r in rows if r.get("train/tokens_per_s")]
     assert len(losses) >= 3 and all(np.isfinite(losses)) and min(speeds) > 0
+
+
+# ------------------------------------------------------------------------------ strategy configs
+
+def trainer_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(overrides=[*overrides]).trainer
+
+
+def test_ddp_config_runs_gloo_on_the_cpu(tmp_path):
+    cfg = trainer_cfg("+trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true",
+                      f"trainer.default_root_dir={tmp_path}")
+    trainer = instantiate(cfg, logger=False)
+    assert type(trainer.strategy).__name__ == "DDPStrategy" and trainer.num_devices == 2
+    assert trainer.strategy._get_process_group_backend() == "gloo"
+
+
+def test_fsdp_and_deepspeed_configs_compose():
+    from pytorch_lightning.strategies import FSDPStrategy
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    fsdp = trainer_cfg("+trainer=fsdp")
+    strategy = instantiate(fsdp.strategy)
+    assert isinstance(strategy, FSDPStrategy) and fsdp.precision == "bf16-mixed"
+    assert strategy.sharding_strategy.name == "FULL_SHARD"
+    assert LlamaDecoderLayer in strategy.kwargs["auto_wrap_policy"]._module_classes
+    assert strategy._activation_checkpointing_kwargs  # the same layers are checkpointed
+    ds = trainer_cfg("+trainer=deepspeed", "trainer.strategy.stage=2").strategy
+    assert ds._target_.endswith("DeepSpeedStrategy") and ds.stage == 2
