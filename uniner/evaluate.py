@@ -361,15 +361,33 @@ def build_eval_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
+ENGINES = ("hf", "vllm")
+
+
 def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
-    """Greedy answers of `cfg.checkpoint` (any export or HF causal LM directory)."""
+    """Greedy answers of `cfg.checkpoint` (any export or HF causal LM directory) from the engine
+    `cfg.engine`: `hf` (`extract.Engine`, through `answer_queries`) or `vllm`."""
+    engine = cfg.get("engine", "hf")
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}: choose one of {', '.join(ENGINES)}")
+    if engine == "vllm":
+        from uniner.extract import vllm_answers
+
+        if cfg.get("quant") is not None or cfg.get("decoding", "greedy") != "greedy":
+            raise ValueError("engine=vllm loads the model as saved and decodes greedily: "
+                             "quant= and decoding=constrained are engine=hf options")
+        return vllm_answers(cfg.checkpoint, [(q.text, q.type) for q in queries],
+                            max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype)
     from uniner.backbone import load_trained
+    from uniner.extract import BATCH_TOKENS
     from uniner.generation import answer_queries
 
     model, tokenizer = load_trained(cfg.checkpoint, quant=cfg.get("quant"), device=cfg.device,
                                     dtype=cfg.dtype)
     return answer_queries(model, tokenizer, queries, max_new_tokens=cfg.max_new_tokens,
-                          batch_size=cfg.batch_size)
+                          batch_size=cfg.batch_size,
+                          batch_tokens=cfg.get("batch_tokens", BATCH_TOKENS),
+                          decoding=cfg.get("decoding", "greedy"))
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from uniner.encoding import bos_id, encode_prompt
 from uniner.metric import ground_spans, parse_mentions
@@ -114,6 +115,43 @@ def _left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, to
             ids[r, width - len(s):] = torch.as_tensor(s)
             mask[r, width - len(s):] = 1
     return ids, mask
+
+
+class _BufferLayer(DynamicLayer):
+    """A KV cache layer holding its keys and values in a buffer with room for the tokens still to
+    come: `update` writes in place, where `DynamicLayer` concatenates (a copy of the whole cache
+    at every token: for LLaMA-7B at 512 rows, tens of GB per step)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int):
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        n = keys.shape[-2]
+        self._keys = keys.new_empty((*keys.shape[:-2], capacity, keys.shape[-1]))
+        self._values = values.new_empty((*values.shape[:-2], capacity, values.shape[-1]))
+        self._keys[..., :n, :], self._values[..., :n, :] = keys, values
+        self._view(n)
+
+    def _view(self, n: int) -> None:
+        self.keys, self.values = self._keys[..., :n, :], self._values[..., :n, :]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        n, m = self.keys.shape[-2], key_states.shape[-2]
+        self._keys[..., n: n + m, :] = key_states
+        self._values[..., n: n + m, :] = value_states
+        self._view(n + m)
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        n = self.keys.shape[-2]
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self._view(n)
+
+
+def _into_buffers(cache, rows: torch.Tensor, capacity: int):
+    """`cache` with its batch rows `rows` (repeats allowed) copied into `_BufferLayer`s."""
+    cache.layers = [_BufferLayer(layer.keys[rows], layer.values[rows], capacity)
+                    for layer in cache.layers]
+    return cache
 
 
 # ------------------------------------------------------------------------------ constrained
@@ -318,17 +356,20 @@ class Engine:
         suffixes = [prompts[i][c.prefix_len:] for c in batch for i in c.rows]
         prefix_lens = torch.tensor([c.prefix_len for c in batch for _ in c.rows], device=device)
 
+        ids, smask = (t.to(device) for t in _left_pad(suffixes, self.pad))
+        capacity = max(len(p) for p in prefixes) + ids.shape[1] + self.max_new_tokens
         cache, mask = None, torch.zeros((len(suffixes), 0), dtype=torch.long, device=device)
         if max(len(p) for p in prefixes) > 0:
-            ids, pmask = (t.to(device) for t in _left_pad(prefixes, self.pad))
+            pids, pmask = (t.to(device) for t in _left_pad(prefixes, self.pad))
             positions = (pmask.cumsum(-1) - 1).masked_fill(pmask == 0, 1)
-            _, cache = self._forward(ids, pmask, positions, None)
-            cache.batch_select_indices(chunk_of_row)  # one copy of the prefix per query
+            _, cache = self._forward(pids, pmask, positions, None)
+            cache = _into_buffers(cache, chunk_of_row, capacity)  # a prefix copy per query
             mask = pmask[chunk_of_row]
-        ids, smask = (t.to(device) for t in _left_pad(suffixes, self.pad))
         positions = (prefix_lens[:, None] + smask.cumsum(-1) - 1).masked_fill(smask == 0, 1)
         mask = torch.cat([mask, smask], dim=1)
         logits, cache = self._forward(ids, mask, positions, cache)
+        if not isinstance(cache.layers[0], _BufferLayer):  # no shared prefix: buffers now
+            cache = _into_buffers(cache, torch.arange(len(suffixes), device=device), capacity)
         return logits, cache, mask, positions[:, -1] + 1
 
     def _run_batch(self, batch: list[_Chunk], prompts, texts) -> list[str]:
@@ -508,3 +549,38 @@ class Extractor:
             ents.sort(key=lambda e: (e.start, e.end, e.type))
         return out[0] if single else out
 
+
+
+# ------------------------------------------------------------------------------ serving
+
+
+def vllm_answers(checkpoint: str | Path, queries: Sequence[tuple[str, str]], *,
+                 max_new_tokens: int = 256, dtype: str | None = None) -> list[str]:
+    """Greedy answers to (text, type) queries from vLLM: the same prompt ids (`encode_queries`
+    with the checkpoint's tokenizer), a stop at EOS or after the first `]`, stripped text.
+
+    Raises:
+        ImportError: vLLM is not installed (`pip install 'uniner[vllm]'`).
+        ValueError: an adapter export (vLLM needs a full or merged model).
+    """
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise ImportError("engine=vllm needs vLLM, which is not installed: pip install "
+                          "'uniner[vllm]' (Linux with CUDA); engine=hf, the default, runs "
+                          "without it") from None
+    from transformers import AutoTokenizer
+
+    if (Path(checkpoint) / "adapter_config.json").is_file():
+        raise ValueError(f"engine=vllm: {checkpoint} is a LoRA adapter export; vLLM needs a full "
+                         "model: export with merge_lora=true, or use engine=hf")
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    prompts = encode_queries(queries, tokenizer)
+    dtypes = {None: "auto", "auto": "auto", "bf16": "bfloat16", "fp16": "float16",
+              "fp32": "float32"}
+    llm = LLM(model=str(checkpoint), dtype=dtypes[dtype], enable_prefix_caching=True)
+    # the official parser reads up to the first `]`: stop there, keeping the `]`
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=["]"],
+                            include_stop_str_in_output=True)
+    outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
+    return [o.outputs[0].text.strip() for o in outputs]

@@ -1,0 +1,149 @@
+"""`uniner-predict`: entities with character offsets for texts, as JSON lines.
+
+    uniner-predict checkpoint=DIR 'input="Ada Lovelace met Charles Babbage in London."' \
+        types=[person,location]
+    uniner-predict checkpoint=DIR input=texts.txt types=[person] output=entities.jsonl
+    uniner-predict checkpoint=DIR input=queries.jsonl       # {"text": ..., "types": [...]} a line
+    cat texts.txt | uniner-predict checkpoint=DIR input=- types=[person]
+
+One output line per input, in input order: `{"text", "entities": [{"text", "type", "start",
+"end"}]}` (and the input's `id`, where it has one). A `.txt` keeps its blank lines as empty texts,
+so output line n answers input line n; JSON lines skip blank lines. Stdin is read as JSON lines
+when its first non-blank line starts with `{`, else as one text a line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from uniner.config import CONF_DIR
+from uniner.records import DataError
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+FILE_SUFFIXES = (".txt", *JSONL_SUFFIXES)
+
+
+@dataclass
+class Input:
+    """One text to extract from, the types asked of it, and its id (if the input row had one)."""
+
+    text: str
+    types: list[str]
+    id: object = None
+
+
+def _type_list(value, default: list[str], where: str) -> list[str]:
+    if value is None:
+        return list(default)
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ValueError(f"{where}: \"types\" must be a list of strings, got {value!r}")
+    return value
+
+
+def parse_jsonl(lines: Iterable[str], source: str, default_types: list[str]) -> list[Input]:
+    """Rows `{"text": str, "types": [str, ...]}` (types optional where `default_types` is set).
+
+    Raises:
+        DataError: naming `source` and the line of a row that is not such an object.
+    """
+    out = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"not valid JSON ({err.msg})", source, lineno) from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise DataError('expected an object {"text": "...", "types": [...]}', source, lineno)
+        try:
+            types = _type_list(row.get("types"), default_types, f"{source}:{lineno}")
+        except ValueError as err:
+            raise DataError(str(err).split(": ", 1)[1], source, lineno) from None
+        if not types:
+            raise DataError('no entity types: give "types" in the row or types=[...]', source,
+                            lineno)
+        out.append(Input(row["text"], types, row.get("id")))
+    return out
+
+
+def read_inputs(spec: str, types: list[str]) -> list[Input]:
+    """The inputs of `input=`: `-` (stdin), a `.txt`/`.jsonl` file, or a literal text."""
+    if spec == "-":
+        lines = sys.stdin.read().splitlines()
+        first = next((ln for ln in lines if ln.strip()), "")
+        if first.lstrip().startswith("{"):
+            return parse_jsonl(lines, "<stdin>", types)
+        return _texts(lines, types, "input=- (stdin)")
+    path = Path(spec)
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if path.suffix.lower() in JSONL_SUFFIXES:
+            return parse_jsonl(lines, str(path), types)
+        return _texts(lines, types, f"input={path}")
+    if path.suffix.lower() in FILE_SUFFIXES and "\n" not in spec:
+        raise FileNotFoundError(f"input={spec}: no such file (a literal text that ends like a "
+                                "file name? put it in a .txt)")
+    return _texts([spec], types, "a literal input text")
+
+
+def _texts(texts: list[str], types: list[str], what: str) -> list[Input]:
+    if not types:
+        raise ValueError(f"{what} has no entity types: give types=[person,location,...]")
+    return [Input(t, list(types)) for t in texts]
+
+
+def run(cfg: DictConfig) -> int:
+    """Read `cfg.input`, extract, write JSON lines; returns the number of inputs."""
+    from tqdm import tqdm
+
+    from uniner.extract import Extractor
+
+    types = cfg.types
+    if isinstance(types, str):
+        types = [types]
+    types = OmegaConf.to_container(types) if isinstance(types, ListConfig) else list(types)
+    types = _type_list(types, [], "types=")
+    inputs = read_inputs(str(cfg.input), types)  # bad input fails before the model loads
+    if cfg.chunk < 1:
+        raise ValueError(f"chunk={cfg.chunk}: must be >= 1")
+    quant = cfg.get("quant")
+    extractor = Extractor.from_pretrained(
+        cfg.checkpoint, device=cfg.device, dtype=cfg.dtype,
+        quant=OmegaConf.to_container(quant, resolve=True) if quant is not None else None,
+        max_new_tokens=cfg.max_new_tokens, batch_tokens=cfg.batch_tokens,
+        batch_rows=cfg.batch_rows, decoding=cfg.decoding)
+    total = sum(len(dict.fromkeys(i.types)) for i in inputs if i.text.strip())
+    out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout
+    try:
+        with tqdm(total=total, unit="query", file=sys.stderr, disable=not cfg.progress) as bar:
+            for start in range(0, len(inputs), cfg.chunk):
+                chunk = inputs[start: start + cfg.chunk]
+                found = extractor.extract([i.text for i in chunk], [i.types for i in chunk],
+                                          progress=bar.update)
+                for item, entities in zip(chunk, found):
+                    row = {"id": item.id} if item.id is not None else {}
+                    row |= {"text": item.text, "entities": [e.to_dict() for e in entities]}
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return len(inputs)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
+def main(cfg: DictConfig) -> None:
+    n = run(cfg)
+    print(f"{n} inputs -> {cfg.output or 'stdout'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
