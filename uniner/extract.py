@@ -254,8 +254,9 @@ class _ConstrainedRow:
         return self.state[0] == SpanListGrammar.DONE
 
     def answer(self) -> str:
-        # an answer cut off by max_new_tokens closes after its last complete item
-        return UniNER.answer(self.items or [])
+        # an answer cut off by max_new_tokens closes after its last complete item; a repeated
+        # item is listed once, as the official parser reads it
+        return UniNER.answer(dict.fromkeys(self.items or []))
 
 
 # ------------------------------------------------------------------------------ the engine
