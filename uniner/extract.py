@@ -291,7 +291,7 @@ class Engine:
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
         self.eos = tokenizer.eos_token_id
-        self.closing = torch.tensor(closing_token_ids(tokenizer), dtype=torch.long)
+        self.closing = set(closing_token_ids(tokenizer))
         self._trie: _TokenTrie | None = None
         self._allowed_cache: dict[str, dict] = {}  # text -> grammar state -> allowed ids
         self._style = UniNER()
@@ -377,41 +377,40 @@ class Engine:
         logits, cache, mask, position = self._prefill(batch, prompts)
         device = logits.device
         rows = [i for chunk in batch for i in chunk.rows]
-        n = len(rows)
-        tokens: list[list[int]] = [[] for _ in range(n)]
+        tokens: list[list[int]] = [[] for _ in rows]
         constrained = [_ConstrainedRow(SpanListGrammar(texts[i])) for i in rows] \
             if self.decoding == "constrained" else None
-        live = torch.arange(n, device=device)  # batch row -> query row, for rows in the cache
-        running = torch.ones(n, dtype=torch.bool, device=device)  # per cache row
-        mask = torch.cat([mask, torch.ones((n, self.max_new_tokens), dtype=mask.dtype,
-                                           device=device)], dim=1)
+        # bookkeeping in Python lists, one transfer a step: indexing a CUDA tensor row by row
+        # would wait for the device at every row
+        live = list(range(len(rows)))  # cache row -> batch row
+        running = [True] * len(rows)  # per cache row
+        mask = torch.cat([mask, mask.new_ones((len(rows), self.max_new_tokens))], dim=1)
         width = mask.shape[1] - self.max_new_tokens
-        closing = self.closing.to(device)
         for step in range(self.max_new_tokens):
             if constrained is None:
                 next_ids = logits.argmax(-1)
             else:
                 next_ids = self._constrained_choice(logits, live, running, constrained)
-            stopped = torch.zeros_like(running)
-            if constrained is not None:
-                stopped |= next_ids < 0  # the grammar allows no token: the answer ends here
-            elif self.early_stop:
-                stopped |= (next_ids == self.eos) | torch.isin(next_ids, closing)
-            picked = next_ids.tolist()
-            for r, q in enumerate(live.tolist()):
-                if running[r] and picked[r] >= 0:
-                    tokens[q].append(picked[r])
-                    if constrained is not None:
-                        constrained[q].advance(self._trie.strings[picked[r]])
-                        stopped[r] |= constrained[q].done
-            running &= ~stopped
-            if not bool(running.any()) or step == self.max_new_tokens - 1:
+            for r, (q, token) in enumerate(zip(live, next_ids.tolist())):
+                if not running[r]:
+                    continue
+                if token < 0:  # the grammar allows no token: the answer ends here
+                    running[r] = False
+                    continue
+                tokens[q].append(token)
+                if constrained is not None:
+                    constrained[q].advance(self._trie.strings[token])
+                    running[r] = not constrained[q].done
+                elif self.early_stop and (token == self.eos or token in self.closing):
+                    running[r] = False
+            if not any(running) or step == self.max_new_tokens - 1:
                 break
-            if 2 * int(running.sum()) <= len(running) and len(running) > 1:
-                keep = running.nonzero().squeeze(1)  # drop finished rows from the cache
-                cache.batch_select_indices(keep)
-                live, running, mask = live[keep], running[keep], mask[keep]
-                position, next_ids = position[keep], next_ids[keep]
+            if 2 * sum(running) <= len(running):  # drop finished rows from the cache
+                keep = [r for r, alive in enumerate(running) if alive]
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, position, next_ids = mask[index], position[index], next_ids[index]
+                live, running = [live[r] for r in keep], [True] * len(keep)
             width += 1
             logits, cache = self._forward(next_ids.clamp(min=0)[:, None], mask[:, :width],
                                           position[:, None], cache)
@@ -420,14 +419,16 @@ class Engine:
             return [c.answer() for c in constrained]
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
 
-    def _constrained_choice(self, logits, live, running, rows: list[_ConstrainedRow]):
+    def _constrained_choice(self, logits, live: list[int], running: list[bool],
+                            rows: list[_ConstrainedRow]) -> torch.Tensor:
         """The best token each running row's grammar allows; -1 where none is allowed."""
-        allowed = torch.zeros_like(logits, dtype=torch.bool)
-        for r, q in enumerate(live.tolist()):
+        allowed = torch.zeros(logits.shape, dtype=torch.bool)
+        for r, q in enumerate(live):
             if running[r]:
                 ids = self._allowed(rows[q])
                 if ids:
                     allowed[r, ids] = True
+        allowed = allowed.to(logits.device)
         best = logits.masked_fill(~allowed, -math.inf).argmax(-1)
         return torch.where(allowed.any(-1), best, torch.full_like(best, -1))
 
