@@ -26,10 +26,11 @@ from uniner.batching import (
     budget_batches,
     collate_packed,
     pack,
+    padded_cost,
     row_lengths,
 )
 from uniner.config import CONF_DIR, asset
-from uniner.data import NERDataModule, collate, padded_cost
+from uniner.data import NERDataModule, collate
 from uniner.module import NERModule
 
 SAMPLE = {"format": "pile_ner", "path": asset("sample.json")}

@@ -44,6 +44,16 @@ def padded_width(longest: int, *, padding: str, max_length: int | None,
     return width
 
 
+def padded_cost(rows: int, longest: int, total: int, **width) -> int:
+    """Tokens a batch of padded rows occupies: rows x the width they are padded to."""
+    return rows * padded_width(longest, **width)
+
+
+def flat_cost(rows: int, longest: int, total: int) -> int:
+    """Tokens of a flattened batch (flash-attention varlen): no padding at all."""
+    return total
+
+
 def pack(lengths: Sequence[int], capacity: int, seed: int = 0) -> list[list[int]]:
     """Group item indices into bins of at most `capacity` tokens (best-fit decreasing).
 

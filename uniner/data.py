@@ -25,7 +25,9 @@ from uniner.batching import (
     PackedRows,
     TokenBudgetBatchSampler,
     collate_packed,
+    flat_cost,
     pack,
+    padded_cost,
     padded_width,
     row_lengths,
 )
@@ -195,16 +197,6 @@ def collate(batch: list[dict], *, pad_id: int, ignore_index: int = IGNORE_INDEX,
         labels[i, :n] = torch.as_tensor(r["labels"])
         mask[i, :n] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask, "num_tokens": mask.sum()}
-
-
-def padded_cost(rows: int, longest: int, total: int, **width) -> int:
-    """Tokens a batch of padded rows occupies: rows x the width they are padded to."""
-    return rows * padded_width(longest, **width)
-
-
-def flat_cost(rows: int, longest: int, total: int) -> int:
-    """Tokens of a flattened batch (flash-attention varlen): no padding at all."""
-    return total
 
 
 class NERDataModule(pl.LightningDataModule):
