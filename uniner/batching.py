@@ -160,6 +160,8 @@ class TokenBudgetBatchSampler(BatchSampler):
         self.epoch = epoch
 
     def _epoch(self) -> int:
+        # the data module passes the epoch the loader was built for; when loaders are not
+        # rebuilt each epoch, Lightning advances only the DistributedSampler's
         if isinstance(self.sampler, DistributedSampler):
             return max(self.epoch, self.sampler.epoch)
         return self.epoch
