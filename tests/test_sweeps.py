@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from wandb_offline import read_wandb_run
 
 from uniner import sweep
 from uniner.report import build_table, load_sweep_dir, report, runs_from_wandb, to_markdown
@@ -215,47 +215,6 @@ def test_sampling_multirun_then_report(tmp_path):
     assert all(line.endswith("| 1 |") for line in lines[2:5])
     assert matplotlib.image.imread(out / "report.png").ndim == 3
     assert "data:image/png;base64," in (out / "report.html").read_text()
-
-
-def wandb_records(path: Path):
-    """The protobuf records of a `.wandb` file, W&B's LevelDB-style log: a 7-byte header, then
-    32 KiB blocks of chunks: crc32 (4), length (2), type (1 full, 2 first, 3 middle, 4 last)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block = path.read_bytes(), 32768
-    assert data[:4] == b":W&B"
-    pos, pending = 7, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0:  # zero padding up to the next block
-            pos += block - pos % block
-            continue
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            yield record
-
-
-def read_wandb_run(run_dir: Path) -> dict:
-    """Group, job type, tags, config and summary of one offline run directory."""
-    (wandb_file,) = run_dir.glob("*.wandb")
-    out = {"config": {}, "summary": {}}
-    for r in wandb_records(wandb_file):
-        kind = r.WhichOneof("record_type")
-        if kind == "run":
-            out.update(group=r.run.run_group, job_type=r.run.job_type, tags=list(r.run.tags))
-            out["config"].update({u.key: json.loads(u.value_json) for u in r.run.config.update})
-        elif kind == "config":
-            out["config"].update({u.key: json.loads(u.value_json) for u in r.config.update})
-        elif kind == "summary":
-            out["summary"].update({"/".join(u.nested_key) or u.key: json.loads(u.value_json)
-                                   for u in r.summary.update})
-    return out
 
 
 @pytest.mark.slow

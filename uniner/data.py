@@ -297,8 +297,13 @@ class NERDataModule(pl.LightningDataModule):
         else:
             fn = partial(collate, pad_id=self.tokenizer.pad_token_id, **width)
         if self.batch_tokens is None:
+            # the epoch's order is a function of (seed, epoch) alone, not of a generator's state,
+            # so a run resumed from `last` sees exactly the batches the interrupted one would have
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(ds)).tolist() \
+                if shuffle else None
+            # its own generator: each iterator draws a worker seed, never from the global RNG
             gen = torch.Generator().manual_seed(self.seed + epoch)
-            return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=fn,
+            return DataLoader(ds, batch_size=self.batch_size, sampler=order, collate_fn=fn,
                               num_workers=self.num_workers, generator=gen)
         cost = flat_cost if flatten else partial(padded_cost, **width)
         # this rank's share; under DDP Lightning re-creates the sampler with a DistributedSampler
@@ -312,7 +317,9 @@ class NERDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer else 0
-        return self._loader(self.encode(self.train_passages, epoch), shuffle=True)
+        ds = self.encode(self.train_passages, epoch)
+        log.info("epoch %d: %d training conversations", epoch, len(ds))
+        return self._loader(ds, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_passages:

@@ -133,3 +133,13 @@ class NERModule(pl.LightningModule):
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
                                     if k in trainable}
+        # Lightning does not keep torch's RNG; dropout draws from it, so a resumed run needs it
+        checkpoint["torch_rng"] = {"cpu": torch.get_rng_state(),
+                                   "cuda": torch.cuda.get_rng_state_all()
+                                   if torch.cuda.is_available() else []}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "torch_rng" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng"]["cpu"])
+            if checkpoint["torch_rng"]["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(checkpoint["torch_rng"]["cuda"])

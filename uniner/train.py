@@ -23,10 +23,8 @@ from uniner import config, sweep
 from uniner.backbone import build_backbone, export
 from uniner.benchmark import load_benchmark, passage_queries
 from uniner.config import CONF_DIR
-from uniner.encoding import encode_prompt
 from uniner.evaluate import log_results, write_outputs
 from uniner.module import NERModule
-from uniner.prompts import UniNER
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +45,11 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def sorted_test_loader(module: NERModule, batch_size: int) -> DataLoader:
-    """Test queries sorted by prompt length, so a batch pads little."""
-    style = UniNER()
-    lengths = [len(encode_prompt(style.query(q.text, q.type), module.tokenizer))
-               for q in module.test_queries]
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    items = [(i, module.test_queries[i]) for i in order]
-    return DataLoader(items, batch_size=batch_size, collate_fn=list)
+    """Test queries grouped by text (shortest first), so a batch holds all the types of its
+    texts and the engine computes each text's prompt prefix once."""
+    queries = module.test_queries
+    order = sorted(range(len(queries)), key=lambda i: (len(queries[i].text), queries[i].text))
+    return DataLoader([(i, queries[i]) for i in order], batch_size=batch_size, collate_fn=list)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -73,11 +69,19 @@ def run(cfg: DictConfig) -> dict[str, float]:
     module.test_queries, missing = load_benchmark(cfg.benchmark)
 
     monitor = cfg.checkpoint.monitor if datamodule.val_passages else None
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, monitor=monitor,
-                                 mode=cfg.checkpoint.mode, save_top_k=1 if monitor else 0)
+    # a resumed run writes over its own files (last.ckpt stays `last`, never last-v1.ckpt)
+    checkpoints = [ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, monitor=monitor,
+                                   mode=cfg.checkpoint.mode, save_top_k=1 if monitor else 0,
+                                   enable_version_counter=False)]
+    if cfg.checkpoint.every_epoch:
+        checkpoints.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="{epoch}",
+                                           save_top_k=-1, every_n_epochs=1,
+                                           enable_version_counter=False))
     loggers = build_loggers(cfg)
+    # no held-out passages: no validation loop (rather than an empty one Lightning warns about)
+    no_val = {} if datamodule.val_passages else {"limit_val_batches": 0}
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
-                                      callbacks=[checkpoint])
+                                      callbacks=checkpoints, **no_val)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         trainer.test(module, dataloaders=sorted_test_loader(module, cfg.module.
