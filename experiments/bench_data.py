@@ -20,37 +20,43 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from uniner.data import encode_rows, render_rows
+from uniner.readers import read_bio
 from uniner.records import Mention, Passage
 from uniner.sampling import NegativeSampler
 
 
-def synthetic_corpus(n_passages: int, n_types: int, seed: int = 0) -> list[Passage]:
+def synthetic_corpus(n_passages: int, n_types: int, real: list[Passage], seed: int = 0
+                     ) -> list[Passage]:
+    """`n_passages` with the real passages' texts (cycled, so the token-length histogram is
+    Pile-NER's) and about 5 of each text's own mentions typed by a Zipf law over `n_types`."""
     rng = np.random.default_rng(seed)
-    words = [f"w{i}" for i in range(5000)]
     zipf = 1 / np.arange(1, n_types + 1)
     zipf /= zipf.sum()
     passages = []
     for i in range(n_passages):
-        body = " ".join(rng.choice(words, size=180))
-        mentions = []
-        for t in rng.choice(n_types, size=rng.poisson(5) + 1, p=zipf):
-            name = f"Entity {rng.integers(100000)}"
-            body += f" {name}."
-            mentions.append(Mention(name, f"type {t}"))
-        passages.append(Passage(f"p{i}", body, mentions))
+        source = real[i % len(real)]
+        names = list(dict.fromkeys(m.text for m in source.mentions)) or ["Entity"]
+        n = min(len(names), rng.poisson(4) + 1)
+        types = rng.choice(n_types, size=n, p=zipf)
+        chosen = rng.choice(len(names), size=n, replace=False)
+        passages.append(Passage(f"p{i}", source.text,
+                                [Mention(names[j], f"type {t}") for j, t in zip(chosen, types)]))
     return passages
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    default_tok = Path(os.environ.get("UNINER_DATA", "../shared/data")) / "tokenizer_sp32k"
-    ap.add_argument("--tokenizer", default=str(default_tok))
+    data = Path(os.environ.get("UNINER_DATA", "../shared/data"))
+    ap.add_argument("--tokenizer", default=str(data / "tokenizer_sp32k"))
+    ap.add_argument("--texts", default=str(data / "pile_ner_bio" / "passages.txt"),
+                    help="BIO file whose passages give the texts (Pile-NER's by default)")
+    ap.add_argument("--num-proc", type=int, default=None, help="datasets.map processes")
     ap.add_argument("--passages", type=int, default=45_889)
     ap.add_argument("--types", type=int, default=13_020)
     ap.add_argument("--strategy", default="frequency")
     args = ap.parse_args()
 
-    passages = synthetic_corpus(args.passages, args.types)
+    passages = synthetic_corpus(args.passages, args.types, read_bio(args.texts))
     print(f"corpus: {len(passages):,} passages, "
           f"{len({t for p in passages for t in p.types}):,} distinct types, "
           f"{sum(len(p.mentions) for p in passages) / len(passages):.1f} mentions/passage")
@@ -67,7 +73,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         for label in ("cold", "warm"):
             t0 = time.perf_counter()
-            ds, dropped = encode_rows(rows, tok, max_length=1024, cache_dir=cache)
+            ds, dropped = encode_rows(rows, tok, max_length=1024, cache_dir=cache,
+                                      num_proc=args.num_proc)
             dt = time.perf_counter() - t0
             lengths = np.array([len(x) for x in ds["input_ids"]])
             print(f"tokenize {label}: {len(rows['id']) / dt:,.0f} conversations/s ({dt:.1f} s); "

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoTokenizer
 
 from uniner.data import collate, encode_rows, render_rows
-from uniner.encoding import encode_conversations, encode_prompt
+from uniner.encoding import encode_conversations, encode_prompt, token_ids
 from uniner.prompts import UniNER
 from uniner.records import Mention, Passage
 
@@ -118,3 +118,15 @@ def test_collate_exact(ignore_index, padding, max_length, width):
                                       [ignore_index, 7] + [ignore_index] * (pad + 1)]
     assert out["attention_mask"].tolist() == [[1, 1, 1] + [0] * pad, [1, 1] + [0] * (pad + 1)]
     assert out["input_ids"].dtype == torch.long
+
+
+def test_fast_token_ids_equal_the_tokenizer_call(tok, data_root):
+    """The Rust batch path gives exactly the ids of `tokenizer(...)` (prompts and training rows
+    must agree), for the sp32k and the shipped tokenizer, special-token text included."""
+    from uniner.config import asset
+    from uniner.data import load_passages
+
+    texts = [p.text for p in load_passages({"format": "pile_ner", "path": asset("sample.json")})]
+    texts += ["", " leading space", "ends with </s>", "naïve café — 東京 🙂", "USER: What describes"]
+    for t in (tok, AutoTokenizer.from_pretrained(asset("tokenizer"))):
+        assert token_ids(t, texts) == t(texts, add_special_tokens=False)["input_ids"]

@@ -50,8 +50,9 @@ def one_thread():
 
 
 def tiny(eos_scale: float = 1.0, closing_scale: float = 1.0):
-    """The seeded tiny backbone; scaling the output rows of EOS and of the `]` tokens makes the
-    random model stop on its own, at different steps for different queries."""
+    """The seeded tiny backbone; scaling the output rows of EOS and of the `]` tokens (a negative
+    scale flips EOS's logits) makes the random model stop on its own, at different steps for
+    different queries."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(overrides=["+backbone=tiny", "+quant=none", "+adapter=none"])
     model, tokenizer = build_backbone(cfg.backbone, cfg.quant, cfg.adapter, seed=0)
@@ -84,8 +85,8 @@ def one_by_one(model, tokenizer, prompt: list[int], max_new_tokens: int) -> tupl
 
 @pytest.mark.parametrize("eos_scale,closing_scale,max_new,stops", [
     (1.0, 1.0, 8, {"max"}),
-    (2.5, 2.5, 16, {"eos", "]"}),
-    (3.0, 1.5, 16, {"eos", "]", "max"}),
+    (-2.2, 7.0, 16, {"eos", "]"}),
+    (-1.5, 5.0, 16, {"eos", "]", "max"}),
 ])
 def test_engine_equals_one_query_generate(eos_scale, closing_scale, max_new, stops):
     model, tok = tiny(eos_scale, closing_scale)
@@ -183,12 +184,12 @@ def test_grammar_accepts_only_lists_of_substrings():
         assert run(bad) is None, bad
 
 
-@pytest.mark.parametrize("closing_scale", [1.0, 0.0])
-def test_constrained_answers_are_lists_of_substrings(closing_scale):
-    # closing_scale 0: `]` is never likelier than the rest, answers run into max_new_tokens
+@pytest.mark.parametrize("closing_scale, max_new", [(1.0, 24), (3.0, 10)])
+def test_constrained_answers_are_lists_of_substrings(closing_scale, max_new):
+    # 10 new tokens: the longer lists are cut by max_new_tokens and closed after an item
     model, tok = tiny(closing_scale=closing_scale)
     texts = TEXTS + ['He said "hi" to C:\\temp, café owner Zoë.']
-    engine = Engine(model, tok, max_new_tokens=24, decoding="constrained")
+    engine = Engine(model, tok, max_new_tokens=max_new, decoding="constrained")
     answers = engine.answer([(t, ty) for t in texts for ty in TYPES])
     n_items = 0
     for (text, _), answer in zip([(t, ty) for t in texts for ty in TYPES], answers):

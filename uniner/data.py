@@ -31,7 +31,7 @@ from uniner.batching import (
     padded_width,
     row_lengths,
 )
-from uniner.encoding import IGNORE_INDEX, assemble, bos_id
+from uniner.encoding import IGNORE_INDEX, assemble, bos_id, token_ids
 from uniner.prompts import Message, prompt_styles
 from uniner.records import Passage, ReadReport
 from uniner.sampling import NegativeSampler
@@ -115,7 +115,7 @@ def render_rows(passages: Sequence[Passage], queries: Sequence[Sequence[str]], *
 
 def _encode_batch(batch: dict, tokenizer, max_length: int | None, ignore_index: int) -> dict:
     flat = [c for conv in batch["content"] for c in conv]
-    ids = tokenizer(flat, add_special_tokens=False)["input_ids"]
+    ids = token_ids(tokenizer, flat)
     bos, eos = bos_id(tokenizer), tokenizer.eos_token_id
     out = {"input_ids": [], "labels": [], "cut_turns": [], "too_long": []}
     at = 0

@@ -24,6 +24,15 @@ def bos_id(tokenizer) -> int | None:
         else None
 
 
+def token_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Ids of many texts without special tokens: the Rust tokenizer's `encode_batch_fast` where
+    there is one (twice the speed: no offsets, no `BatchEncoding`), the same ids either way."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) if tokenizer.is_fast else None
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        return [e.ids for e in backend.encode_batch_fast(list(texts), add_special_tokens=False)]
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+
 def assemble(messages: Sequence[Message], segment_ids: Sequence[list[int]], *, bos: int | None,
              eos: int, max_length: int | None, ignore_index: int = IGNORE_INDEX,
              dropped: Counter | None = None) -> dict | None:
@@ -63,7 +72,7 @@ def encode_conversations(conversations: Sequence[Sequence[Message]], tokenizer, 
                          dropped: Counter | None = None) -> list[dict | None]:
     """Encode many conversations with one batched call of the (fast) tokenizer."""
     flat = [m.content for conv in conversations for m in conv]
-    ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+    ids = token_ids(tokenizer, flat) if flat else []
     bos, eos = bos_id(tokenizer), tokenizer.eos_token_id
     out, at = [], 0
     for conv in conversations:
@@ -75,7 +84,7 @@ def encode_conversations(conversations: Sequence[Sequence[Message]], tokenizer, 
 
 def encode_prompt(messages: Sequence[Message], tokenizer) -> list[int]:
     """Ids of an inference prompt (a conversation ending with a user turn)."""
-    ids = tokenizer([m.content for m in messages], add_special_tokens=False)["input_ids"]
+    ids = token_ids(tokenizer, [m.content for m in messages])
     bos, eos = bos_id(tokenizer), tokenizer.eos_token_id
     out = [bos] if bos is not None else []
     for msg, seg in zip(messages, ids):

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from uniner.encoding import bos_id, encode_prompt
+from uniner.encoding import bos_id, encode_prompt, token_ids
 from uniner.metric import ground_spans, parse_mentions
 from uniner.prompts import UniNER
 
@@ -48,8 +48,7 @@ def encode_queries(queries: Sequence[tuple[str, str]], tokenizer) -> list[list[i
     style = UniNER()
     conversations = [style.query(text, type_) for text, type_ in queries]
     segments = list(dict.fromkeys(m.content for conv in conversations for m in conv))
-    ids = dict(zip(segments, tokenizer(segments, add_special_tokens=False)["input_ids"])) \
-        if segments else {}
+    ids = dict(zip(segments, token_ids(tokenizer, segments))) if segments else {}
     bos, eos = bos_id(tokenizer), tokenizer.eos_token_id
     head = [bos] if bos is not None else []
     return [head + [i for m in conv for i in ids[m.content] + ([eos] if m.eos else [])]
