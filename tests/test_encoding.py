@@ -127,6 +127,7 @@ def test_fast_token_ids_equal_the_tokenizer_call(tok, data_root):
     from uniner.data import load_passages
 
     texts = [p.text for p in load_passages({"format": "pile_ner", "path": asset("sample.json")})]
-    texts += ["", " leading space", "ends with </s>", "naïve café — 東京 🙂", "USER: What describes"]
+    texts += ["", " leading space", "ends with </s>", "naïve café — 東京 🙂",
+              "USER: What describes"]
     for t in (tok, AutoTokenizer.from_pretrained(asset("tokenizer"))):
         assert token_ids(t, texts) == t(texts, add_special_tokens=False)["input_ids"]

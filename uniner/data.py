@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -148,26 +149,42 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
 
     Returns the dataset (columns `input_ids`, `labels`) and the counts of what the max-length
     policy dropped. The cache is keyed by the conversations, the tokenizer and the policy, so a
-    re-run with the same inputs reads the ids back instead of tokenizing again.
+    re-run with the same inputs reads the ids back instead of tokenizing again. `num_proc=None`
+    runs one process per 10,000 conversations, up to the usable cores (a fork costs more than
+    it saves on small sets).
     """
     import datasets
 
-    ds = datasets.Dataset.from_dict(rows)
+    if num_proc is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        num_proc = min(cores or 1, len(rows["id"]) // 10_000) or None
+
+    strings, flags, ids = (datasets.List(datasets.Value(t)) for t in ("string", "bool", "int32"))
+    # declared types: inferring them from 45k nested lists costs seconds
+    ds = datasets.Dataset.from_dict(rows, features=datasets.Features(
+        {"id": datasets.Value("string"), "content": strings, "masked": flags, "eos": flags}))
+    # our own key, also as the map's fingerprint: datasets would otherwise dill-hash the
+    # tokenizer on every call (seconds for a 32k vocabulary)
+    key = _fingerprint(rows, tokenizer, max_length, ignore_index)
     cache_file = None
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        key = _fingerprint(rows, tokenizer, max_length, ignore_index)
         cache_file = str(Path(cache_dir) / f"encoded-{key}.arrow")
     ds = ds.map(_encode_batch, batched=True, batch_size=1000, num_proc=num_proc,
                 fn_kwargs={"tokenizer": tokenizer, "max_length": max_length,
                            "ignore_index": ignore_index},
                 remove_columns=["content", "masked", "eos"], cache_file_name=cache_file,
-                load_from_cache_file=cache_file is not None, desc="tokenizing")
+                load_from_cache_file=cache_file is not None, new_fingerprint=key,
+                features=datasets.Features({"id": datasets.Value("string"), "input_ids": ids,
+                                            "labels": ids, "cut_turns": datasets.Value("int32"),
+                                            "too_long": datasets.Value("bool")}),
+                desc="tokenizing")
     dropped = Counter()
-    too_long = sum(ds["too_long"])
+    # summed in Arrow: iterating a column in Python costs as much as writing it
+    too_long = pc.sum(ds.data.column("too_long")).as_py() or 0
     if too_long:
         dropped["passage too long for one question"] = too_long
-    cut = sum(ds["cut_turns"])
+    cut = pc.sum(ds.data.column("cut_turns")).as_py() or 0
     if cut:
         dropped["trailing turns cut by max_length"] = cut
     if too_long:
