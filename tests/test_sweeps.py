@@ -190,6 +190,8 @@ def test_report_needs_one_source():
 
 def run_cli(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
     environ = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
+    if "uniner.train" in args:  # tokenized data cached in the test's folder, not in ~/.cache
+        args = [*args, f"data.cache_dir={cwd / 'cache'}"]
     done = subprocess.run([sys.executable, *args], cwd=cwd, env=environ, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]

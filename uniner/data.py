@@ -133,8 +133,9 @@ def _encode_batch(batch: dict, tokenizer, max_length: int | None, ignore_index: 
     return out
 
 
-def _fingerprint(rows: dict, tokenizer, max_length: int | None, ignore_index: int) -> str:
-    h = hashlib.sha256()
+def _fingerprint(rows: dict, tokenizer, max_length: int | None, ignore_index: int,
+                 features: str = "") -> str:
+    h = hashlib.sha256(features.encode())  # a cached file of another schema is another key
     h.update(json.dumps([rows["content"], rows["masked"], rows["eos"]]).encode())
     h.update(tokenizer.backend_tokenizer.to_str().encode() if tokenizer.is_fast
              else repr(sorted(tokenizer.get_vocab().items())).encode())
@@ -163,9 +164,12 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
     # declared types: inferring them from 45k nested lists costs seconds
     ds = datasets.Dataset.from_dict(rows, features=datasets.Features(
         {"id": datasets.Value("string"), "content": strings, "masked": flags, "eos": flags}))
+    encoded = datasets.Features({"id": datasets.Value("string"), "input_ids": ids,
+                                 "labels": ids, "cut_turns": datasets.Value("int32"),
+                                 "too_long": datasets.Value("bool")})
     # our own key, also as the map's fingerprint: datasets would otherwise dill-hash the
     # tokenizer on every call (seconds for a 32k vocabulary)
-    key = _fingerprint(rows, tokenizer, max_length, ignore_index)
+    key = _fingerprint(rows, tokenizer, max_length, ignore_index, repr(encoded))
     cache_file = None
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
@@ -175,10 +179,7 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
                            "ignore_index": ignore_index},
                 remove_columns=["content", "masked", "eos"], cache_file_name=cache_file,
                 load_from_cache_file=cache_file is not None, new_fingerprint=key,
-                features=datasets.Features({"id": datasets.Value("string"), "input_ids": ids,
-                                            "labels": ids, "cut_turns": datasets.Value("int32"),
-                                            "too_long": datasets.Value("bool")}),
-                desc="tokenizing")
+                features=encoded, desc="tokenizing")
     dropped = Counter()
     # summed in Arrow: iterating a column in Python costs as much as writing it
     too_long = pc.sum(ds.data.column("too_long")).as_py() or 0
