@@ -31,10 +31,11 @@ from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from uniner.backbone import build_tokenizer
-from uniner.benchmark import dataset_entries, dataset_queries, load_benchmark
+from uniner.benchmark import dataset_queries, load_benchmark
 from uniner.config import CONF_DIR
 from uniner.extract import Engine, encode_queries
 from uniner.generation import generate_answers
+from uniner.sources import dataset_entries
 
 DATA = Path(os.environ.get("UNINER_DATA", "../shared/data"))
 # the LLaMA-7B architecture (huggyllama/llama-7b's config), random-init, with a 32k LLaMA-style

@@ -124,7 +124,7 @@ def test_fast_token_ids_equal_the_tokenizer_call(tok, data_root):
     """The Rust batch path gives exactly the ids of `tokenizer(...)` (prompts and training rows
     must agree), for the sp32k and the shipped tokenizer, special-token text included."""
     from uniner.config import asset
-    from uniner.data import load_passages
+    from uniner.sources import load_passages
 
     texts = [p.text for p in load_passages({"format": "pile_ner", "path": asset("sample.json")})]
     texts += ["", " leading space", "ends with </s>", "naïve café — 東京 🙂",

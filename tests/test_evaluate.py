@@ -13,13 +13,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from uniner import evaluate, prepare
-from uniner.benchmark import build_queries, dataset_entries, load_benchmark
+from uniner.benchmark import build_queries, load_benchmark
 from uniner.config import CONF_DIR
-from uniner.data import load_passages
 from uniner.metric import SpanQuery, ground_spans, seqeval_scores, strict_scores, tag_spans
 from uniner.readers import read_uniner_json
 from uniner.records import DataError
 from uniner.sampling import NegativeSampler
+from uniner.sources import dataset_entries, load_passages
 
 CONF = Path(CONF_DIR)
 

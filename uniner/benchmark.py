@@ -10,23 +10,23 @@ reads. Queries render with the same template as training (`prompts.UniNER.query`
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from uniner import readers
-from uniner.data import load_passages
 from uniner.prompts import UniNER
-from uniner.records import Passage, ReadReport
+from uniner.records import Passage
+from uniner.sources import (
+    dataset_entries,
+    dataset_source,
+    dataset_types,
+    load_passages,
+    source_file,
+)
 
 log = logging.getLogger(__name__)
 
-# dataset keys that are not reader arguments
-META = ("name", "domain", "types", "queries", "train")
 # formats whose gold mentions carry character spans given by the source (the strict metric)
 SPAN_FORMATS = ("bio", "instructuie")
 
@@ -51,54 +51,6 @@ class Query:
 
     def gold_text(self) -> str:
         return UniNER.answer(self.gold)
-
-
-def dataset_entries(datasets) -> list[dict]:
-    """A benchmark's datasets as plain dicts with a `name`: from a mapping name -> dataset
-    (a null dataset is left out, so `benchmark.datasets.<name>=null` drops one) or a list."""
-    if isinstance(datasets, DictConfig | ListConfig):
-        datasets = OmegaConf.to_container(datasets, resolve=True)
-    if isinstance(datasets, Mapping):
-        return [{"name": key, **node} for key, node in datasets.items() if node is not None]
-    return [dict(ds) for ds in datasets or () if ds is not None]
-
-
-def dataset_source(ds: Mapping, split: str = "test") -> dict:
-    """The reader config (`load_passages`) of a dataset's test split, or of its train split
-    (the dataset's `train` keys on top).
-
-    An InstructUIE dataset without a label map asks its `labels.json` types but `else` (misc).
-    """
-    source = {k: v for k, v in ds.items() if k not in META}
-    if split == "train":
-        if not ds.get("train"):
-            raise ValueError(f"dataset {ds.get('name')}: no train split configured (`train:`)")
-        source.update(ds["train"])
-    elif split != "test":
-        raise ValueError(f"split={split!r}: choose test or train")
-    if source.get("format") == "instructuie" and source.get("label_map") is None:
-        labels = Path(source["path"]) / "labels.json"
-        if labels.is_file():
-            source["label_map"] = {t: None if t == "else" else t
-                                   for t in json.loads(labels.read_text(encoding="utf-8"))}
-    return source
-
-
-def source_file(source: Mapping) -> Path:
-    """The file a reader config reads (InstructUIE: `{split}.json` in its folder)."""
-    path = Path(str(source["path"]))
-    return path / f"{source.get('split', 'test')}.json" if source.get("format") == \
-        "instructuie" else path
-
-
-def dataset_types(ds: Mapping, source: Mapping, passages: Iterable[Passage]) -> list[str]:
-    """The types a dataset is asked about: `types`, else the label map's names, else (no map)
-    the types that occur, sorted."""
-    label_map = source.get("label_map")
-    if isinstance(label_map, str):
-        label_map = readers.load_label_map(label_map)
-    return list(ds.get("types") or dict.fromkeys(v for v in (label_map or {}).values() if v)
-                or sorted({t for p in passages for t in p.types}))
 
 
 def dataset_queries(ds: Mapping, max_sentences: int | None = None) -> list[Query]:
@@ -169,36 +121,6 @@ def load_benchmark(benchmark) -> tuple[list[Query], list[str]]:
     """`build_queries` of a `benchmark` config node (datasets, strict_files, max_sentences)."""
     return build_queries(benchmark.datasets, strict_files=benchmark.get("strict_files", False),
                          max_sentences=benchmark.get("max_sentences"))
-
-
-def supervised_passages(datasets, *, split: str = "train", strict_files: bool = False,
-                        max_sentences: int | None = None, name: str | None = None,
-                        report: ReadReport | None = None) -> list[Passage]:
-    """The `supervised` source: a benchmark's datasets read at their train split.
-
-    Label maps are applied, and each passage's `negatives` are the other types of its dataset,
-    so that with `sampling=none sampling.keep_source_negatives=true` every sentence is asked
-    about every type of its dataset, as in the paper's supervised setting. Passage ids are
-    `{dataset}/{id}`. A dataset without a file for the split is skipped with a warning and
-    counted in `report.notes` (an error with `strict_files`). `name` (the benchmark's) is unused.
-    """
-    out: list[Passage] = []
-    for ds in dataset_entries(datasets):
-        source = dataset_source(ds, split)
-        path = source_file(source)
-        if not path.exists():
-            if strict_files:
-                raise FileNotFoundError(f"supervised dataset {ds['name']}: {path} not found")
-            log.warning("supervised dataset %s: %s not found, skipped", ds["name"], path)
-            if report is not None:
-                report.count(f"dataset without a {split} file skipped")
-            continue
-        passages = load_passages(source, report)
-        types = dataset_types(ds, source, passages)
-        passages = passages[:max_sentences]
-        out += [Passage(f"{ds['name']}/{p.id}", p.text, p.mentions,
-                        [t for t in types if t not in set(p.types)]) for p in passages]
-    return out
 
 
 def query_item(q: Query) -> dict:

@@ -21,7 +21,6 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from uniner import readers
 from uniner.batching import (
     PackedRows,
     TokenBudgetBatchSampler,
@@ -36,69 +35,9 @@ from uniner.encoding import IGNORE_INDEX, assemble, bos_id, token_ids
 from uniner.prompts import Message, prompt_styles
 from uniner.records import Passage, ReadReport
 from uniner.sampling import NegativeSampler
+from uniner.sources import load_passages
 
 log = logging.getLogger(__name__)
-
-READERS = {
-    "pile_ner": readers.read_pile_ner,
-    "bio": readers.read_bio,
-    "instructuie": readers.read_instructuie,
-}
-
-
-def load_passages(source: dict, report: ReadReport | None = None) -> list[Passage]:
-    """Read the passages of a source config: `{"format": ..., <that reader's arguments>}`.
-
-    Two formats combine other sources: `supervised` (a benchmark's datasets at their train split,
-    `benchmark.supervised_passages`) and `mix` (weighted parts, `mix_passages`).
-    """
-    source = dict(source)
-    fmt = source.pop("format", None)
-    if fmt == "mix":
-        return mix_passages(report=report, **source)
-    if fmt == "supervised":
-        from uniner.benchmark import supervised_passages  # it reads through load_passages
-
-        return supervised_passages(report=report, **source)
-    if fmt not in READERS:
-        raise ValueError(f"data.source.format={fmt!r}: choose one of "
-                         f"{sorted([*READERS, 'mix', 'supervised'])}")
-    paths = source.pop("path")
-    report = report if report is not None else ReadReport(str(paths))
-    if fmt == "instructuie":
-        return READERS[fmt](paths, report=report, **source)
-    passages = []
-    for path in [paths] if isinstance(paths, str | os.PathLike) else list(paths):
-        passages += READERS[fmt](path, report=report, **source)
-    return passages
-
-
-def mix_passages(parts: dict, *, seed: int = 42, report: ReadReport | None = None
-                 ) -> list[Passage]:
-    """Passages of several sources, each part weighted: `{name: {weight, <source config>}}`.
-
-    A weight is how many times each passage of the part is taken: 1 all once, 0 none (the part
-    is not read), 0.5 a seeded random half, 2.5 all twice plus a random half. Ids become
-    `{part}/{id}` (`#k` marks the k-th repeat).
-    """
-    out: list[Passage] = []
-    for i, (name, part) in enumerate(parts.items()):
-        part = dict(part)
-        weight = float(part.pop("weight", 1.0))
-        if weight < 0:
-            raise ValueError(f"data.source.parts.{name}.weight={weight}: must be >= 0")
-        if weight == 0:
-            continue
-        passages = load_passages(part, report)
-        whole, frac = divmod(weight, 1.0)
-        rng = np.random.default_rng([seed, i])
-        extra = sorted(rng.choice(len(passages), int(round(frac * len(passages))), replace=False))
-        for k, taken in enumerate([range(len(passages))] * int(whole) + [extra]):
-            out += [Passage(f"{name}/{passages[j].id}" + (f"#{k}" if k else ""),
-                            passages[j].text, passages[j].mentions, passages[j].negatives)
-                    for j in taken]
-    return out
-
 
 def render_rows(passages: Sequence[Passage], queries: Sequence[Sequence[str]], *,
                 prompt: str = "uniner", train_on_read_reply: bool = True) -> dict[str, list]:

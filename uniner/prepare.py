@@ -24,9 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 from uniner.backbone import build_tokenizer
 from uniner.benchmark import load_benchmark, query_item
 from uniner.config import CONF_DIR  # also registers the `asset` resolver
-from uniner.data import encode_rows, load_passages, render_rows
+from uniner.data import encode_rows, render_rows
 from uniner.prompts import to_conversation_item
 from uniner.records import ReadReport
+from uniner.sources import load_passages
 from uniner.stats import corpus_stats, stats_markdown
 
 log = logging.getLogger(__name__)
