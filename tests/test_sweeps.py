@@ -19,7 +19,14 @@ from hydra.core.global_hydra import GlobalHydra
 from wandb_offline import read_wandb_run
 
 from uniner import sweep
-from uniner.report import build_table, load_sweep_dir, report, runs_from_wandb, to_markdown
+from uniner.report import (
+    build_table,
+    latest_sweep,
+    load_sweep_dir,
+    report,
+    runs_from_wandb,
+    to_markdown,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -178,6 +185,16 @@ def test_report_from_wandb_runs():
     assert table.columns == ["ds_a", "average"]
     assert to_markdown(table).splitlines()[2:] == ["| none | 30.0 ± 14.1 | **30.0 ± 14.1** | 2 |",
                                                    "| uniform | 50.0 | **50.0** | 1 |"]
+
+
+def test_latest_is_the_newest_launch(tmp_path):
+    experiment = tmp_path / "negative_sampling_ablation"
+    for launch in ("2025-01-31_12-00-00", "2025-02-01_09-30-00", "2025-01-31_23-59-59"):
+        (experiment / launch).mkdir(parents=True)
+    assert latest_sweep(experiment / "latest") == experiment / "2025-02-01_09-30-00"
+    assert latest_sweep(experiment / "2025-01-31_12-00-00") == experiment / "2025-01-31_12-00-00"
+    with pytest.raises(FileNotFoundError, match="no launch folder"):
+        latest_sweep(tmp_path / "never_run" / "latest")
 
 
 def test_report_needs_one_source():

@@ -2,6 +2,7 @@
 and one self-contained HTML page, read from its multirun directory or its W&B group.
 
     uniner-report sweep_dir=multirun/negative_sampling_ablation/2025-01-31_12-00-00
+    uniner-report sweep_dir=multirun/negative_sampling_ablation/latest  # its newest launch
 
 One row per variant (the swept values but the seed), one column per benchmark dataset plus Avg,
 each cell the mean ± sample std over the variant's runs (seeds).
@@ -325,11 +326,26 @@ def to_html(tables: list[Table], png: Path, runs: list[Run], title: str, notes: 
 # ------------------------------------------------------------------------------------ the app
 
 
+def latest_sweep(sweep_dir: str | Path) -> Path:
+    """`<experiment dir>/latest` is its newest launch (launch folders are named by time); any
+    other path is itself."""
+    path = Path(sweep_dir)
+    if path.name != "latest" or path.exists():
+        return path
+    launches = sorted(d for d in path.parent.glob("*") if d.is_dir()) \
+        if path.parent.is_dir() else []
+    if not launches:
+        raise FileNotFoundError(f"sweep_dir={sweep_dir}: no launch folder in {path.parent}")
+    log.info("sweep_dir=%s: the newest launch, %s", sweep_dir, launches[-1])
+    return launches[-1]
+
+
 def report(cfg: DictConfig) -> dict[str, Path]:
     """Read the sweep, write `report.{md,csv,png,html}` and `runs.csv`; returns their paths."""
     if bool(cfg.sweep_dir) == bool(cfg.wandb_group):
         raise ValueError("give exactly one of sweep_dir=<multirun dir> or wandb_group=<group>")
     if cfg.sweep_dir:
+        cfg.sweep_dir = str(latest_sweep(cfg.sweep_dir))
         runs, notes = load_sweep_dir(cfg.sweep_dir)
         source, title = str(cfg.sweep_dir), Path(cfg.sweep_dir).resolve().name
         parent = Path(cfg.sweep_dir).resolve().parent.name
