@@ -239,8 +239,7 @@ class NERDataModule(pl.LightningDataModule):
         config = getattr(getattr(module, "model", None), "config", None)
         return "flash" in str(getattr(config, "_attn_implementation", None) or "")
 
-    def _loader(self, ds, shuffle: bool) -> DataLoader:
-        epoch = self.trainer.current_epoch if self.trainer else 0
+    def _loader(self, ds, epoch: int, shuffle: bool) -> DataLoader:
         width = dict(padding=self.padding, max_length=self.max_length,
                      pad_to_multiple_of=self.pad_to_multiple_of)
         flatten = self.packing and self._flash_attention()
@@ -276,9 +275,9 @@ class NERDataModule(pl.LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer else 0
         ds = self.encode(self.train_passages, epoch)
         log.info("epoch %d: %d training conversations", epoch, len(ds))
-        return self._loader(ds, shuffle=True)
+        return self._loader(ds, epoch, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_passages:
             return []
-        return self._loader(self.encode(self.val_passages, 0), shuffle=False)
+        return self._loader(self.encode(self.val_passages, 0), 0, shuffle=False)

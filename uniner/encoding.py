@@ -82,11 +82,17 @@ def encode_conversations(conversations: Sequence[Sequence[Message]], tokenizer, 
     return out
 
 
-def encode_prompt(messages: Sequence[Message], tokenizer) -> list[int]:
-    """Ids of an inference prompt (a conversation ending with a user turn)."""
-    ids = token_ids(tokenizer, [m.content for m in messages])
+def encode_prompts(prompts: Sequence[Sequence[Message]], tokenizer) -> list[list[int]]:
+    """Ids of inference prompts (conversations ending with a user turn); each distinct segment
+    (a passage's head, a type's question) is tokenized once, in one batched call."""
+    segments = list(dict.fromkeys(m.content for msgs in prompts for m in msgs))
+    ids = dict(zip(segments, token_ids(tokenizer, segments))) if segments else {}
     bos, eos = bos_id(tokenizer), tokenizer.eos_token_id
-    out = [bos] if bos is not None else []
-    for msg, seg in zip(messages, ids):
-        out += seg + ([eos] if msg.eos else [])
-    return out
+    head = [bos] if bos is not None else []
+    return [head + [i for m in msgs for i in ids[m.content] + ([eos] if m.eos else [])]
+            for msgs in prompts]
+
+
+def encode_prompt(messages: Sequence[Message], tokenizer) -> list[int]:
+    """Ids of one inference prompt (`encode_prompts` of one)."""
+    return encode_prompts([messages], tokenizer)[0]

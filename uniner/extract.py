@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from uniner.encoding import bos_id, encode_prompt, token_ids
+from uniner.encoding import encode_prompt, encode_prompts
 from uniner.metric import ground_spans, parse_mentions
 from uniner.prompts import UniNER
 
@@ -43,16 +43,9 @@ def closing_token_ids(tokenizer) -> list[int]:
 
 
 def encode_queries(queries: Sequence[tuple[str, str]], tokenizer) -> list[list[int]]:
-    """`encoding.encode_prompt` of every (text, type) query, with each distinct segment (a text's
-    head, a type's question) tokenized once in one batched call."""
+    """`encoding.encode_prompts` of every (text, type) query in the training template."""
     style = UniNER()
-    conversations = [style.query(text, type_) for text, type_ in queries]
-    segments = list(dict.fromkeys(m.content for conv in conversations for m in conv))
-    ids = dict(zip(segments, token_ids(tokenizer, segments))) if segments else {}
-    bos, eos = bos_id(tokenizer), tokenizer.eos_token_id
-    head = [bos] if bos is not None else []
-    return [head + [i for m in conv for i in ids[m.content] + ([eos] if m.eos else [])]
-            for conv in conversations]
+    return encode_prompts([style.query(text, type_) for text, type_ in queries], tokenizer)
 
 
 def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:

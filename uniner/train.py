@@ -69,19 +69,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     module.test_queries, missing = load_benchmark(cfg.benchmark)
 
     monitor = cfg.checkpoint.monitor if datamodule.val_passages else None
-    # a resumed run writes over its own files (last.ckpt stays `last`, never last-v1.ckpt)
-    checkpoints = [ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, monitor=monitor,
-                                   mode=cfg.checkpoint.mode, save_top_k=1 if monitor else 0,
-                                   enable_version_counter=False)]
-    if cfg.checkpoint.every_epoch:
-        checkpoints.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="{epoch}",
-                                           save_top_k=-1, every_n_epochs=1,
-                                           enable_version_counter=False))
+    # every epoch's `epoch=N.ckpt` on request, else only the best (with a monitor); a resumed
+    # run writes over its own files (last.ckpt stays `last`, never last-v1.ckpt)
+    keep = -1 if cfg.checkpoint.every_epoch else 1 if monitor else 0
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="{epoch}", save_last=True,
+                                 monitor=monitor, mode=cfg.checkpoint.mode, save_top_k=keep,
+                                 enable_version_counter=False)
     loggers = build_loggers(cfg)
     # no held-out passages: no validation loop (rather than an empty one Lightning warns about)
     no_val = {} if datamodule.val_passages else {"limit_val_batches": 0}
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
-                                      callbacks=checkpoints, **no_val)
+                                      callbacks=[checkpoint], **no_val)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         trainer.test(module, dataloaders=sorted_test_loader(module, cfg.module.
