@@ -42,6 +42,7 @@ from uniner.metric import (
     strict_scores,
     tag_spans,
 )
+from uniner.readers import json_lines
 from uniner.records import DataError
 
 log = logging.getLogger(__name__)
@@ -237,13 +238,7 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"predictions={path}: no such file")
     with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"not valid JSON ({err.msg})", path, lineno) from None
+        for lineno, item in json_lines(f, path):
             if not isinstance(item, dict) or "id" not in item or "output" not in item:
                 raise DataError('expected {"id": ..., "output": ...}', path, lineno)
             if not isinstance(item["output"], str):

@@ -24,6 +24,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from uniner.config import CONF_DIR
+from uniner.readers import json_lines
 from uniner.records import DataError
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -54,13 +55,7 @@ def parse_jsonl(lines: Iterable[str], source: str, default_types: list[str]) -> 
         DataError: naming `source` and the line of a row that is not such an object.
     """
     out = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"not valid JSON ({err.msg})", source, lineno) from None
+    for lineno, row in json_lines(lines, source):
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             raise DataError('expected an object {"text": "...", "types": [...]}', source, lineno)
         try:

@@ -263,6 +263,18 @@ def read_bio(path: str | Path, *, layout: str = "auto", scheme: str = "auto",
 # Conversation JSON (Pile-NER-type, official evaluation files)
 
 
+def json_lines(lines: Iterable[str], source) -> Iterator[tuple[int, object]]:
+    """(line number, value) of every non-blank JSON line; a line that does not parse is a
+    `DataError` naming `source` and the line."""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"not valid JSON ({err.msg})", source, lineno) from None
+
+
 def _json_items(path: Path) -> Iterable[tuple[int, int | None, object]]:
     """(1-based item number, line or None, item) of a JSON list or a JSON-lines file; an item
     is a `_RowError` where a JSON line does not parse."""
