@@ -98,7 +98,8 @@ def plan_batches(prompts: Sequence[list[int]], groups: Sequence, *, max_new_toke
     return batches
 
 
-def _left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and attention mask of prompts left-padded to the longest (generation appends right)."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -349,11 +350,11 @@ class Engine:
         suffixes = [prompts[i][c.prefix_len:] for c in batch for i in c.rows]
         prefix_lens = torch.tensor([c.prefix_len for c in batch for _ in c.rows], device=device)
 
-        ids, smask = (t.to(device) for t in _left_pad(suffixes, self.pad))
+        ids, smask = (t.to(device) for t in left_pad(suffixes, self.pad))
         capacity = max(len(p) for p in prefixes) + ids.shape[1] + self.max_new_tokens
         cache, mask = None, torch.zeros((len(suffixes), 0), dtype=torch.long, device=device)
         if max(len(p) for p in prefixes) > 0:
-            pids, pmask = (t.to(device) for t in _left_pad(prefixes, self.pad))
+            pids, pmask = (t.to(device) for t in left_pad(prefixes, self.pad))
             positions = (pmask.cumsum(-1) - 1).masked_fill(pmask == 0, 1)
             _, cache = self._forward(pids, pmask, positions, None)
             cache = _into_buffers(cache, chunk_of_row, capacity)  # a prefix copy per query

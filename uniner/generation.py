@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from uniner.extract import BATCH_TOKENS, Engine, closing_token_ids, encode_queries
+from uniner.extract import BATCH_TOKENS, Engine, closing_token_ids, encode_queries, left_pad
 
 
 class ListClosed(StoppingCriteria):
@@ -42,13 +42,8 @@ def generate_answers(model, tokenizer, prompts: Sequence[list[int]], *, max_new_
     model.eval()
     for start in range(0, len(order), batch_size):
         rows = order[start: start + batch_size]
-        width = max(len(prompts[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            p = prompts[i]
-            ids[r, width - len(p):] = torch.as_tensor(p)
-            mask[r, width - len(p):] = 1
+        ids, mask = left_pad([prompts[i] for i in rows], pad)
+        width = ids.shape[1]
         stops = StoppingCriteriaList([ListClosed(tokenizer, width)]) if stop_at_list_close else None
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
