@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer
 
-from uniner.data import encode_rows, render_rows
-from uniner.readers import read_bio
-from uniner.records import Mention, Passage
-from uniner.sampling import NegativeSampler
+from uniner.data.datamodule import encode_rows, render_rows
+from uniner.data.readers import read_bio
+from uniner.data.records import Mention, Passage
+from uniner.data.sampling import NegativeSampler
 
 
 def synthetic_corpus(n_passages: int, n_types: int, real: list[Passage], seed: int = 0

@@ -30,12 +30,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from uniner.backbone import build_tokenizer
-from uniner.benchmark import dataset_queries, load_benchmark
 from uniner.config import CONF_DIR
-from uniner.extract import Engine, encode_queries
-from uniner.generation import generate_answers
-from uniner.sources import dataset_entries
+from uniner.data.sources import dataset_entries
+from uniner.evaluation.benchmark import dataset_queries, load_benchmark
+from uniner.inference.answers import generate_answers
+from uniner.inference.engine import Engine, encode_queries
+from uniner.model.backbone import build_tokenizer
 
 DATA = Path(os.environ.get("UNINER_DATA", "../shared/data"))
 # the LLaMA-7B architecture (huggyllama/llama-7b's config), random-init, with a 32k LLaMA-style

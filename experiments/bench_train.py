@@ -36,11 +36,11 @@ import pytorch_lightning as pl
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from uniner.backbone import build_backbone
-from uniner.batching import row_lengths
-from uniner.data import NERDataModule
-from uniner.module import NERModule
-from uniner.sampling import NegativeSampler
+from uniner.data.batching import row_lengths
+from uniner.data.datamodule import NERDataModule
+from uniner.data.sampling import NegativeSampler
+from uniner.model.backbone import build_backbone
+from uniner.model.module import NERModule
 
 DATA = Path(os.environ.get("UNINER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 MODES = {  # mode -> data module settings

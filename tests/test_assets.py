@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from uniner.prompts import UniNER
+from uniner.data.prompts import UniNER
 
 ASSETS = Path(__file__).resolve().parents[1] / "uniner" / "assets"
 QUESTION = re.compile(r"What describes (.+) in the text\?")

@@ -17,9 +17,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-from uniner.annotate import find_span, ground, normalize_type, parse_answer
-from uniner.distill import TokenCounter, build_passages, chunk, run, sentences
-from uniner.teacher import (
+from uniner.cli.distill import TokenCounter, build_passages, chunk, run, sentences
+from uniner.distill.annotate import find_span, ground, normalize_type, parse_answer
+from uniner.distill.teacher import (
     SYSTEM_PROMPT,
     AnswerCache,
     cache_key,
@@ -150,7 +150,7 @@ def overrides(server, tmp_path, inp, **extra):
 def distill_cli(args, run_dir, env_key=KEY, check=True, **popen):
     env = {**os.environ, "OPENAI_API_KEY": env_key,
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "uniner.distill", *args, f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "-m", "uniner.cli.distill", *args, f"hydra.run.dir={run_dir}"]
     if popen.pop("background", False):
         return subprocess.Popen(cmd, env=env, cwd=run_dir.parent, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
@@ -343,7 +343,7 @@ def test_missing_key_is_a_clear_error(tmp_path):
     inp = write_jsonl(tmp_path / "c.jsonl", ["Ann went home."])
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.run([sys.executable, "-m", "uniner.distill", f"input={inp}",
+    proc = subprocess.run([sys.executable, "-m", "uniner.cli.distill", f"input={inp}",
                            f"cache={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'run'}"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "$OPENAI_API_KEY is not set" in proc.stderr

@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from uniner.data import collate, encode_rows, render_rows
-from uniner.encoding import encode_conversations, encode_prompt, token_ids
-from uniner.prompts import UniNER
-from uniner.records import Mention, Passage
+from uniner.data.datamodule import collate, encode_rows, render_rows
+from uniner.data.encoding import encode_conversations, encode_prompt, token_ids
+from uniner.data.prompts import UniNER
+from uniner.data.records import Mention, Passage
 
 PASSAGE = Passage("p", "Ada Lovelace met Charles Babbage in London.", [
     Mention("Ada Lovelace", "person", 0, 12), Mention("Charles Babbage", "person", 17, 32),
@@ -124,7 +124,7 @@ def test_fast_token_ids_equal_the_tokenizer_call(tok, data_root):
     """The Rust batch path gives exactly the ids of `tokenizer(...)` (prompts and training rows
     must agree), for the sp32k and the shipped tokenizer, special-token text included."""
     from uniner.config import asset
-    from uniner.sources import load_passages
+    from uniner.data.sources import load_passages
 
     texts = [p.text for p in load_passages({"format": "pile_ner", "path": asset("sample.json")})]
     texts += ["", " leading space", "ends with </s>", "naïve café — 東京 🙂",

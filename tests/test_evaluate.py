@@ -12,14 +12,21 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from uniner import evaluate, prepare
-from uniner.benchmark import build_queries, load_benchmark
+from uniner.cli import eval as evaluate
+from uniner.cli import prepare
 from uniner.config import CONF_DIR
-from uniner.metric import SpanQuery, ground_spans, seqeval_scores, strict_scores, tag_spans
-from uniner.readers import read_uniner_json
-from uniner.records import DataError
-from uniner.sampling import NegativeSampler
-from uniner.sources import dataset_entries, load_passages
+from uniner.data.readers import read_uniner_json
+from uniner.data.records import DataError
+from uniner.data.sampling import NegativeSampler
+from uniner.data.sources import dataset_entries, load_passages
+from uniner.evaluation.benchmark import build_queries, load_benchmark
+from uniner.evaluation.metric import (
+    SpanQuery,
+    ground_spans,
+    seqeval_scores,
+    strict_scores,
+    tag_spans,
+)
 
 CONF = Path(CONF_DIR)
 
@@ -343,7 +350,7 @@ def test_wandb_offline_gets_the_metrics_and_files(tmp_path, monkeypatch, data_ro
 def test_trained_checkpoint_end_to_end(tmp_path, data_root):
     env = {**os.environ, "UNINER_DATA": str(data_root), "WANDB_MODE": "disabled"}
     train = tmp_path / "train"
-    subprocess.run([sys.executable, "-m", "uniner.train", "debug=smoke", "logger=none",
+    subprocess.run([sys.executable, "-m", "uniner.cli.train", "debug=smoke", "logger=none",
                     "benchmark.max_sentences=2", "module.max_new_tokens=8",
                     f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={train}"],
                    cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
@@ -352,7 +359,7 @@ def test_trained_checkpoint_end_to_end(tmp_path, data_root):
     assert {"test", "per_domain", "counts", "missing", "logged"} <= set(trained)
     assert (train / "predictions.jsonl").is_file() and (train / "results.md").is_file()
     out = tmp_path / "eval"
-    subprocess.run([sys.executable, "-m", "uniner.evaluate", f"checkpoint={train / 'export'}",
+    subprocess.run([sys.executable, "-m", "uniner.cli.eval", f"checkpoint={train / 'export'}",
                     "benchmark=sample", "benchmark.max_sentences=2", "max_new_tokens=8",
                     f"hydra.run.dir={out}"], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=600)

@@ -14,11 +14,15 @@ from hydra.core.global_hydra import GlobalHydra
 from transformers import StoppingCriteriaList
 
 from uniner import Extractor
-from uniner.backbone import build_backbone, export
-from uniner.benchmark import Query
+from uniner.cli.predict import parse_jsonl
 from uniner.config import CONF_DIR
-from uniner.encoding import encode_prompt
-from uniner.extract import (
+from uniner.data.encoding import encode_prompt
+from uniner.data.prompts import UniNER
+from uniner.data.records import DataError
+from uniner.evaluation.benchmark import Query
+from uniner.evaluation.metric import parse_mentions
+from uniner.inference.answers import ListClosed, answer_queries, generate_answers
+from uniner.inference.engine import (
     Engine,
     Entity,
     SpanListGrammar,
@@ -27,11 +31,7 @@ from uniner.extract import (
     ground_entities,
     plan_batches,
 )
-from uniner.generation import ListClosed, answer_queries, generate_answers
-from uniner.metric import parse_mentions
-from uniner.predict import parse_jsonl
-from uniner.prompts import UniNER
-from uniner.records import DataError
+from uniner.model.backbone import build_backbone, export
 
 TEXTS = ["Ada Lovelace met Charles Babbage in London.", "Paris",
          "The quick brown fox jumps over the lazy dog near the river bank in New York City, "
@@ -247,7 +247,7 @@ def checkpoint(tmp_path_factory, model_tok):
 
 
 def predict(overrides, monkeypatch, stdin: str | None = None):
-    from uniner import predict as app
+    from uniner.cli import predict as app
 
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", __import__("io").StringIO(stdin))
@@ -308,7 +308,7 @@ def test_predict_stdin_both_forms(monkeypatch, capsys, checkpoint):
 
 
 def test_predict_console_script_reads_stdin(tmp_path, checkpoint):
-    proc = subprocess.run([sys.executable, "-m", "uniner.predict", f"checkpoint={checkpoint}",
+    proc = subprocess.run([sys.executable, "-m", "uniner.cli.predict", f"checkpoint={checkpoint}",
                            "input=-", "types=[person,location]", "max_new_tokens=4",
                            f"hydra.run.dir={tmp_path}"], input=f"{TEXTS[0]}\n",
                           capture_output=True, text=True, timeout=300)
@@ -344,7 +344,7 @@ def test_predict_input_errors(tmp_path, monkeypatch):
 
 
 def test_eval_engine_vllm_without_vllm_is_a_clear_error(monkeypatch, data_root, checkpoint):
-    from uniner import evaluate
+    from uniner.cli import eval as evaluate
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # as where vLLM is not installed
     monkeypatch.setenv("UNINER_DATA", str(data_root))

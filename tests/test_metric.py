@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from uniner.metric import (
+from uniner.evaluation.metric import (
     QueryScore,
     SpanQuery,
     benchmark_average,
@@ -27,7 +27,7 @@ from uniner.metric import (
 
 # --------------------------------------------------------------------------- reference oracle
 # The official universal-ner src/eval/utils.py semantics, written out independently of
-# uniner.metric (nothing below is imported from it).
+# uniner.evaluation.metric (nothing below is imported from it).
 
 
 def ref_normalize(s):

@@ -20,8 +20,8 @@ from lightning_fabric.utilities.data import _replace_dunder_methods
 from pytorch_lightning.utilities.data import _update_dataloader
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from uniner.backbone import build_backbone
-from uniner.batching import (
+from uniner.config import CONF_DIR, asset
+from uniner.data.batching import (
     TokenBudgetBatchSampler,
     budget_batches,
     collate_packed,
@@ -29,9 +29,9 @@ from uniner.batching import (
     padded_cost,
     row_lengths,
 )
-from uniner.config import CONF_DIR, asset
-from uniner.data import NERDataModule, collate
-from uniner.module import NERModule
+from uniner.data.datamodule import NERDataModule, collate
+from uniner.model.backbone import build_backbone
+from uniner.model.module import NERModule
 
 SAMPLE = {"format": "pile_ner", "path": asset("sample.json")}
 
@@ -265,7 +265,7 @@ def test_ddp_two_cpu_processes_train_packed(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "uniner.train", "debug=smoke", "logger=csv", "export=false",
+        [sys.executable, "-m", "uniner.cli.train", "debug=smoke", "logger=csv", "export=false",
          "trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true",
          "trainer.devices=2", "trainer.log_every_n_steps=1", "data.packing=true",
          "data.batch_tokens=1100", "benchmark.max_sentences=1", "module.max_new_tokens=4",

@@ -4,9 +4,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from uniner import prepare
+from uniner.cli import prepare
 from uniner.config import CONF_DIR as CONF
-from uniner.readers import read_pile_ner
+from uniner.data.readers import read_pile_ner
 
 SOURCES = {
     "sample": [],

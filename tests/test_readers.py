@@ -3,14 +3,14 @@ import time
 
 import pytest
 
-from uniner.readers import (
+from uniner.data.readers import (
     load_label_map,
     read_bio,
     read_instructuie,
     read_pile_ner,
     read_uniner_json,
 )
-from uniner.records import DataError, Mention, ReadReport
+from uniner.data.records import DataError, Mention, ReadReport
 
 # The official label names of CrossNER AI (README "Label names of the official zero-shot protocol")
 CROSSNER_AI = {"algorithm": "algorithm", "conference": "conference", "country": "country",

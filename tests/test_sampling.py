@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from uniner.records import Mention, Passage
-from uniner.sampling import NegativeSampler
+from uniner.data.records import Mention, Passage
+from uniner.data.sampling import NegativeSampler
 
 
 def corpus(n_passages=400, n_types=40, seed=0):

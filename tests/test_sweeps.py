@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from wandb_offline import read_wandb_run
 
-from uniner import sweep
-from uniner.report import (
+from uniner.cli import sweep
+from uniner.cli.report import (
     build_table,
     latest_sweep,
     load_sweep_dir,
@@ -207,7 +207,7 @@ def test_report_needs_one_source():
 
 def run_cli(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
     environ = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
-    if "uniner.train" in args:  # tokenized data cached in the test's folder, not in ~/.cache
+    if "uniner.cli.train" in args:  # tokenized data cached in the test's folder, not in ~/.cache
         args = [*args, f"data.cache_dir={cwd / 'cache'}"]
     done = subprocess.run([sys.executable, *args], cwd=cwd, env=environ, capture_output=True,
                           text=True, timeout=600)
@@ -218,13 +218,13 @@ def run_cli(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_sampling_multirun_then_report(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    run_cli(["-m", "uniner.train", "-m", "sampling=none,uniform,frequency", "debug=smoke",
+    run_cli(["-m", "uniner.cli.train", "-m", "sampling=none,uniform,frequency", "debug=smoke",
              "logger=csv", "export=false", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1", "2"]
     benchmark = json.loads((sweep_dir / "0" / "metrics.json").read_text())["test"]
 
-    # as the `uniner-report` console script calls it (module `uniner.report`, not __main__)
-    run_cli(["-c", "from uniner.report import main; main()", f"sweep_dir={sweep_dir}"],
+    # as the `uniner-report` console script calls it (module `uniner.cli.report`, not __main__)
+    run_cli(["-c", "from uniner.cli.report import main; main()", f"sweep_dir={sweep_dir}"],
             cwd=tmp_path)
     out = sweep_dir / "report"
     lines = (out / "report.md").read_text().split("## F1")[1].strip().splitlines()
@@ -240,7 +240,7 @@ def test_sampling_multirun_then_report(tmp_path):
 def test_wandb_offline_multirun_shares_a_group(tmp_path):
     sweep_dir = tmp_path / "2025-01-31_12-00-00"
     env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    run_cli(["-m", "uniner.train", "-m", "sampling=none,frequency", "debug=smoke",
+    run_cli(["-m", "uniner.cli.train", "-m", "sampling=none,frequency", "debug=smoke",
              "logger=wandb", "export=false", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, **env)
     runs = [read_wandb_run(d) for n in ("0", "1")
             for d in (sweep_dir / n / "wandb").glob("offline-run-*")]
@@ -255,7 +255,7 @@ def test_wandb_offline_multirun_shares_a_group(tmp_path):
         assert {"test/sample/f1", "test/avg/f1"} <= set(r["summary"])
 
     # the report joins the sweep's group as a `report` run
-    run_cli(["-m", "uniner.report", f"sweep_dir={sweep_dir}"], cwd=tmp_path, **env)
+    run_cli(["-m", "uniner.cli.report", f"sweep_dir={sweep_dir}"], cwd=tmp_path, **env)
     (summary_run,) = (sweep_dir / "report" / "wandb").glob("offline-run-*")
     written = read_wandb_run(summary_run)
     assert (written["group"], written["job_type"]) == ("multirun-2025-01-31_12-00-00", "report")
@@ -265,7 +265,7 @@ def test_wandb_offline_multirun_shares_a_group(tmp_path):
 def test_optuna_sweep(tmp_path):
     """sweep=optuna with the installed plugin: 2 trials, then the report of its trials."""
     sweep_dir = tmp_path / "optuna"
-    run_cli(["-m", "uniner.train", "sweep=optuna", "debug=smoke", "logger=csv", "export=false",
+    run_cli(["-m", "uniner.cli.train", "sweep=optuna", "debug=smoke", "logger=csv", "export=false",
              "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}",
              "module.max_new_tokens=4"],  # a low lr's student never stops: 16 tokens cost 30 s
             cwd=tmp_path)
@@ -273,7 +273,7 @@ def test_optuna_sweep(tmp_path):
     assert set(results["best_params"]) == {"optimizer.lr", "adapter.r"}
     assert 0.0 <= results["best_value"] <= 1.0
 
-    run_cli(["-m", "uniner.report", f"sweep_dir={sweep_dir}"], cwd=tmp_path)
+    run_cli(["-m", "uniner.cli.report", f"sweep_dir={sweep_dir}"], cwd=tmp_path)
     with (sweep_dir / "report" / "report.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and {"optimizer.lr", "adapter.r", "avg_mean"} <= set(rows[0])

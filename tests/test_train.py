@@ -16,7 +16,7 @@ from wandb_offline import read_wandb_run
 def train(*overrides: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `uniner-train` (the installed console script) with Hydra overrides."""
     script = shutil.which("uniner-train")
-    command = [script] if script else [sys.executable, "-m", "uniner.train"]
+    command = [script] if script else [sys.executable, "-m", "uniner.cli.train"]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})})
     done = subprocess.run([*command, *overrides], cwd=cwd, env=environ, capture_output=True,

@@ -9,7 +9,7 @@ __all__ = ["Extractor", "Entity"]
 
 def __getattr__(name: str):
     if name in __all__:
-        from uniner import extract
+        from uniner.inference import engine
 
-        return getattr(extract, name)
+        return getattr(engine, name)
     raise AttributeError(f"module 'uniner' has no attribute {name!r}")

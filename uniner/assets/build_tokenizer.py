@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from uniner.prompts import UniNER
+from uniner.data.prompts import UniNER
 
 ASSETS = Path(__file__).resolve().parent
 VOCAB_SIZE = 4096

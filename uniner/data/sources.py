@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from uniner import readers
-from uniner.records import Passage, ReadReport
+from uniner.data import readers
+from uniner.data.records import Passage, ReadReport
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from uniner.backbone import build_tokenizer
-from uniner.benchmark import load_benchmark, query_item
 from uniner.config import CONF_DIR  # also registers the `asset` resolver
-from uniner.data import encode_rows, render_rows
-from uniner.prompts import to_conversation_item
-from uniner.records import ReadReport
-from uniner.sources import load_passages
-from uniner.stats import corpus_stats, stats_markdown
+from uniner.data.datamodule import encode_rows, render_rows
+from uniner.data.prompts import to_conversation_item
+from uniner.data.records import ReadReport
+from uniner.data.sources import load_passages
+from uniner.data.stats import corpus_stats, stats_markdown
+from uniner.evaluation.benchmark import load_benchmark, query_item
+from uniner.model.backbone import build_tokenizer
 
 log = logging.getLogger(__name__)
 

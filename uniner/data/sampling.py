@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uniner.records import Passage
+from uniner.data.records import Passage
 
 STRATEGIES = ("none", "uniform", "frequency")
 

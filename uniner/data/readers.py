@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from uniner.records import DataError, Mention, Passage, ReadReport
+from uniner.data.records import DataError, Mention, Passage, ReadReport
 
 ON_ERROR = ("raise", "skip")
 LAYOUTS = ("auto", "token_tag", "tag_token")

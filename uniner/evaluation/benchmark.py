@@ -14,10 +14,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from uniner import readers
-from uniner.prompts import UniNER
-from uniner.records import Passage
-from uniner.sources import (
+from uniner.data import readers
+from uniner.data.prompts import UniNER
+from uniner.data.records import Passage
+from uniner.data.sources import (
     dataset_entries,
     dataset_source,
     dataset_types,

@@ -4,8 +4,8 @@
 
 Reads text files, a directory of them or JSONL (`{"text": ...}`), cuts the text into passages of
 up to `chunk_tokens` tokens on sentence boundaries, drops exact duplicates, optionally samples N,
-asks the teacher about each passage with the paper's prompt (see `uniner.teacher`), and writes, in
-the Hydra run directory:
+asks the teacher about each passage with the paper's prompt (see `uniner.distill.teacher`), and
+writes, in the Hydra run directory:
 
 - `conversations.json`: the released Pile-NER-type format with each passage's positive types
   (`uniner-train data=pile_ner data.source.path=.../conversations.json` trains on it; negatives
@@ -13,7 +13,7 @@ the Hydra run directory:
 - `annotations.jsonl`: per passage, the teacher's raw answer and what was kept or dropped,
 - `accounting.json`: passages sent, answered, from the cache, failed (with reasons), entities kept
   and dropped, tokens used,
-- `stats.json`/`stats.md` (`uniner.stats`) and `type_frequency.png`.
+- `stats.json`/`stats.md` (`uniner.data.stats`) and `type_frequency.png`.
 
 A "token", for `chunk_tokens`, is a regex word piece (a run of letters/digits/underscore, or one
 other non-space character) unless `tokenizer=` names a Hugging Face tokenizer (a local directory
@@ -38,12 +38,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from uniner.annotate import parse_answer, to_passage
 from uniner.config import CONF_DIR
-from uniner.prompts import to_conversation_item
-from uniner.records import DataError, Passage
-from uniner.stats import corpus_stats, stats_markdown
-from uniner.teacher import Answer, AnswerCache, Teacher, cache_key
+from uniner.data.prompts import to_conversation_item
+from uniner.data.records import DataError, Passage
+from uniner.data.stats import corpus_stats, stats_markdown
+from uniner.distill.annotate import parse_answer, to_passage
+from uniner.distill.teacher import Answer, AnswerCache, Teacher, cache_key
 
 log = logging.getLogger(__name__)
 

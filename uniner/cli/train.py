@@ -19,12 +19,13 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from uniner import config, sweep
-from uniner.backbone import build_backbone, export
-from uniner.benchmark import load_benchmark, passage_queries
+from uniner import config
+from uniner.cli import sweep
+from uniner.cli.eval import log_results, write_outputs
 from uniner.config import CONF_DIR
-from uniner.evaluate import log_results, write_outputs
-from uniner.module import NERModule
+from uniner.evaluation.benchmark import load_benchmark, passage_queries
+from uniner.model.backbone import build_backbone, export
+from uniner.model.module import NERModule
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from uniner.records import Passage
+from uniner.data.records import Passage
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from uniner.extract import BATCH_TOKENS, Engine, closing_token_ids, encode_queries, left_pad
+from uniner.inference.engine import (
+    BATCH_TOKENS,
+    Engine,
+    closing_token_ids,
+    encode_queries,
+    left_pad,
+)
 
 
 class ListClosed(StoppingCriteria):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from uniner.prompts import Message
+from uniner.data.prompts import Message
 
 IGNORE_INDEX = -100
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from uniner.records import Passage
+from uniner.data.records import Passage
 
 # The paper's split of the type distribution: the top 1% of types, the next 9%, the rest.
 TIERS = (("top 1%", 0.0, 0.01), ("top 1-10%", 0.01, 0.10), ("rest (90%)", 0.10, 1.0))

@@ -23,7 +23,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from uniner import config, sweep
+from uniner import config
+from uniner.cli import sweep
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import pytorch_lightning as pl
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from uniner.benchmark import Query
-from uniner.evaluate import Evaluation, evaluate, flat_metrics
-from uniner.generation import answer_queries
+from uniner.cli.eval import Evaluation, evaluate, flat_metrics
+from uniner.evaluation.benchmark import Query
+from uniner.inference.answers import answer_queries
 
 
 def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:

@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from uniner.batching import (
+from uniner.data.batching import (
     PackedRows,
     TokenBudgetBatchSampler,
     collate_packed,
@@ -31,11 +31,11 @@ from uniner.batching import (
     padded_width,
     row_lengths,
 )
-from uniner.encoding import IGNORE_INDEX, assemble, bos_id, token_ids
-from uniner.prompts import Message, prompt_styles
-from uniner.records import Passage, ReadReport
-from uniner.sampling import NegativeSampler
-from uniner.sources import load_passages
+from uniner.data.encoding import IGNORE_INDEX, assemble, bos_id, token_ids
+from uniner.data.prompts import Message, prompt_styles
+from uniner.data.records import Passage, ReadReport
+from uniner.data.sampling import NegativeSampler
+from uniner.data.sources import load_passages
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class NERDataModule(pl.LightningDataModule):
     Batches: `batch_size` rows, or with `batch_tokens` as many rows as fit that many tokens
     (rows x padded width), length-grouped. With `packing`, a row holds several conversations
     (up to `max_length` tokens) and `batch_size` / `batch_tokens` count packed rows / their tokens.
-    See `uniner.batching`.
+    See `uniner.data.batching`.
     """
 
     def __init__(self, source: dict, sampler: NegativeSampler | None = None, *,

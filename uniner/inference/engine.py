@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from uniner.encoding import encode_prompt, encode_prompts
-from uniner.metric import ground_spans, parse_mentions
-from uniner.prompts import UniNER
+from uniner.data.encoding import encode_prompt, encode_prompts
+from uniner.data.prompts import UniNER
+from uniner.evaluation.metric import ground_spans, parse_mentions
 
 DECODINGS = ("greedy", "constrained")
 BATCH_TOKENS = 65536  # KV slots per batch: 32 GiB of bf16 cache for LLaMA-7B
@@ -508,7 +508,7 @@ class Extractor:
                 trained.
             max_new_tokens, batch_tokens, batch_rows, decoding: see `Engine`.
         """
-        from uniner.backbone import load_trained
+        from uniner.model.backbone import load_trained
 
         model, tokenizer = load_trained(path, quant=quant, device=device, dtype=dtype)
         return cls(model, tokenizer, max_new_tokens=max_new_tokens, batch_tokens=batch_tokens,

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from uniner.records import Mention, Passage
+from uniner.data.records import Mention, Passage
 
 # A quoted string: escapes allowed; a single-quoted one may hold apostrophes inside words
 # (`'McDonald's'`), which is how teachers write Python-ish lists by hand.

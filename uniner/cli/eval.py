@@ -28,10 +28,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from uniner import config, sweep
-from uniner.benchmark import Query, load_benchmark
+from uniner import config
+from uniner.cli import sweep
 from uniner.config import CONF_DIR
-from uniner.metric import (
+from uniner.data.readers import json_lines
+from uniner.data.records import DataError
+from uniner.evaluation.benchmark import Query, load_benchmark
+from uniner.evaluation.metric import (
     SpanQuery,
     benchmark_average,
     ground_spans,
@@ -42,8 +45,6 @@ from uniner.metric import (
     strict_scores,
     tag_spans,
 )
-from uniner.readers import json_lines
-from uniner.records import DataError
 
 log = logging.getLogger(__name__)
 
@@ -366,16 +367,16 @@ def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r}: choose one of {', '.join(ENGINES)}")
     if engine == "vllm":
-        from uniner.extract import vllm_answers
+        from uniner.inference.engine import vllm_answers
 
         if cfg.get("quant") is not None or cfg.get("decoding", "greedy") != "greedy":
             raise ValueError("engine=vllm loads the model as saved and decodes greedily: "
                              "quant= and decoding=constrained are engine=hf options")
         return vllm_answers(cfg.checkpoint, [(q.text, q.type) for q in queries],
                             max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype)
-    from uniner.backbone import load_trained
-    from uniner.extract import BATCH_TOKENS
-    from uniner.generation import answer_queries
+    from uniner.inference.answers import answer_queries
+    from uniner.inference.engine import BATCH_TOKENS
+    from uniner.model.backbone import load_trained
 
     model, tokenizer = load_trained(cfg.checkpoint, quant=cfg.get("quant"), device=cfg.device,
                                     dtype=cfg.dtype)

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler
 
-from uniner.encoding import IGNORE_INDEX
+from uniner.data.encoding import IGNORE_INDEX
 
 
 def row_lengths(ds) -> np.ndarray:

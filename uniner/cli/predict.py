@@ -24,8 +24,8 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from uniner.config import CONF_DIR
-from uniner.readers import json_lines
-from uniner.records import DataError
+from uniner.data.readers import json_lines
+from uniner.data.records import DataError
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 FILE_SUFFIXES = (".txt", *JSONL_SUFFIXES)
@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> int:
     """Read `cfg.input`, extract, write JSON lines; returns the number of inputs."""
     from tqdm import tqdm
 
-    from uniner.extract import Extractor
+    from uniner.inference.engine import Extractor
 
     types = cfg.types
     if isinstance(types, str):

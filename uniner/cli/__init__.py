@@ -1,0 +1,1 @@
+"""The command-line tools: each composes its Hydra config, calls the library, writes outputs."""

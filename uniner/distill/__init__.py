@@ -1,0 +1,2 @@
+"""Stage 0, distillation: raw text -> passages annotated by a teacher LLM (client, cache, answer
+parsing)."""
