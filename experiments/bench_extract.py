@@ -11,7 +11,7 @@ of that dataset, rendered with the training template. Modes:
       `--single-queries` queries only: it is slow);
   (b) `generation.generate_answers`, plain batched `generate` (left-padded, length-sorted), at
       each of `--generate-batch-sizes`;
-  (c) `extract.Engine` (shared passage prefixes, token-budget batches).
+  (c) `engine.Engine` (shared passage prefixes, token-budget batches).
 Random weights never stop on their own, so every mode decodes exactly `--new-tokens` tokens (no
 EOS, no `]` stop). (b) and (c) must give the same answers; the share that do is reported.
 """

@@ -22,16 +22,11 @@ from uniner.data.records import DataError
 from uniner.evaluation.benchmark import Query
 from uniner.evaluation.metric import parse_mentions
 from uniner.inference.answers import ListClosed, answer_queries, generate_answers
-from uniner.inference.engine import (
-    Engine,
-    Entity,
-    SpanListGrammar,
-    closing_token_ids,
-    encode_queries,
-    ground_entities,
-    plan_batches,
-)
-from uniner.model.backbone import build_backbone, export
+from uniner.inference.engine import Engine, closing_token_ids, encode_queries, plan_batches
+from uniner.inference.extractor import Entity, ground_entities
+from uniner.inference.grammar import SpanListGrammar
+from uniner.model.backbone import build_backbone
+from uniner.model.export import export
 
 TEXTS = ["Ada Lovelace met Charles Babbage in London.", "Paris",
          "The quick brown fox jumps over the lazy dog near the river bank in New York City, "

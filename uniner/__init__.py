@@ -9,7 +9,7 @@ __all__ = ["Extractor", "Entity"]
 
 def __getattr__(name: str):
     if name in __all__:
-        from uniner.inference import engine
+        from uniner.inference import extractor
 
-        return getattr(engine, name)
+        return getattr(extractor, name)
     raise AttributeError(f"module 'uniner' has no attribute {name!r}")

@@ -362,12 +362,12 @@ ENGINES = ("hf", "vllm")
 
 def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
     """Greedy answers of `cfg.checkpoint` (any export or HF causal LM directory) from the engine
-    `cfg.engine`: `hf` (`extract.Engine`, through `answer_queries`) or `vllm`."""
+    `cfg.engine`: `hf` (`engine.Engine`, through `answer_queries`) or `vllm`."""
     engine = cfg.get("engine", "hf")
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r}: choose one of {', '.join(ENGINES)}")
     if engine == "vllm":
-        from uniner.inference.engine import vllm_answers
+        from uniner.inference.vllm import vllm_answers
 
         if cfg.get("quant") is not None or cfg.get("decoding", "greedy") != "greedy":
             raise ValueError("engine=vllm loads the model as saved and decodes greedily: "
@@ -376,7 +376,7 @@ def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
                             max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype)
     from uniner.inference.answers import answer_queries
     from uniner.inference.engine import BATCH_TOKENS
-    from uniner.model.backbone import load_trained
+    from uniner.model.export import load_trained
 
     model, tokenizer = load_trained(cfg.checkpoint, quant=cfg.get("quant"), device=cfg.device,
                                     dtype=cfg.dtype)

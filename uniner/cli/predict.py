@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> int:
     """Read `cfg.input`, extract, write JSON lines; returns the number of inputs."""
     from tqdm import tqdm
 
-    from uniner.inference.engine import Extractor
+    from uniner.inference.extractor import Extractor
 
     types = cfg.types
     if isinstance(types, str):

@@ -24,7 +24,8 @@ from uniner.cli import sweep
 from uniner.cli.eval import log_results, write_outputs
 from uniner.config import CONF_DIR
 from uniner.evaluation.benchmark import load_benchmark, passage_queries
-from uniner.model.backbone import build_backbone, export
+from uniner.model.backbone import build_backbone
+from uniner.model.export import export
 from uniner.model.module import NERModule
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Greedy answers to benchmark queries.
 
 `answer_queries` (used by `uniner-eval` and the LightningModule's val/test) goes through the
-extraction engine (`extract.Engine`: shared passage prefixes, token-budget batches).
+extraction engine (`engine.Engine`: shared passage prefixes, token-budget batches).
 `generate_answers` is the plain batched `transformers.generate` path it replaced, kept as the
 reference the engine is compared with (tests, `experiments/bench_extract.py`): prompts sorted by
 length and left-padded; a row stops at EOS or as soon as it has produced a `]` (the official
@@ -67,7 +67,7 @@ def answer_queries(model, tokenizer, queries: Sequence, *, max_new_tokens: int =
     """Greedy answers to (text, type) queries (objects with `.text` and `.type`, such as
     `benchmark.Query`), each rendered with the training template up to `ASSISTANT:`.
 
-    Answered by `extract.Engine` with at most `batch_size` queries and `batch_tokens` KV slots a
+    Answered by `engine.Engine` with at most `batch_size` queries and `batch_tokens` KV slots a
     batch. `prompt_cache` maps (text, type) to prompt ids and is filled as queries are encoded,
     so a caller that answers the same queries again (validation each epoch) tokenizes them once.
     """
