@@ -1,4 +1,5 @@
-"""Config helpers shared by the entry points: the `asset` resolver and secret redaction."""
+"""Config helpers shared by the entry points: where the configs are, the `asset` and
+`wandb_offline` resolvers, and secret redaction."""
 
 from __future__ import annotations
 
@@ -7,8 +8,21 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-# An absolute path, so that the console scripts (module `uniner.x`, not `__main__`) find the configs
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def conf_dir() -> str:
+    """The configs: `uniner/conf` in an installed wheel (conf/ shipped as the package
+    `uniner.conf`), else the repository's top-level `conf/` (a checkout, `pip install -e .`).
+    An absolute path, so that the console scripts find it from any working directory."""
+    package = Path(__file__).resolve().parent
+    for path in (package / "conf", package.parent / "conf"):
+        if (path / "train.yaml").is_file():
+            return str(path)
+    raise FileNotFoundError(f"uniner's configs not found in {package / 'conf'} nor "
+                            f"{package.parent / 'conf'}")
+
+
+CONF_DIR = conf_dir()
 SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password")
 
 
