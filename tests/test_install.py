@@ -3,6 +3,7 @@ console scripts find them from any directory; users add config folders with Hydr
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -58,8 +59,17 @@ def clean_env(**extra) -> dict:
 def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     """Build the wheel, install it without deps into a fresh venv that sees the system's torch &
     co., then run its `uniner-prepare` from a directory that is not the repository."""
+    # built from a copy: setuptools leaves build/ in the source tree, and a stale build/lib
+    # would put deleted modules in the next wheel
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src)
+    for name in ("uniner", "conf"):
+        shutil.copytree(REPO / name, src / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     dist = tmp_path / "dist"
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)]
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)]
     if int(version("setuptools").split(".")[0]) >= 68:
         build.insert(4, "--no-build-isolation")  # offline; else pip fetches setuptools
     subprocess.run(build, check=True, cwd=tmp_path, env=clean_env())
