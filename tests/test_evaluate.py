@@ -19,14 +19,10 @@ from uniner.data.readers import read_uniner_json
 from uniner.data.records import DataError
 from uniner.data.sampling import NegativeSampler
 from uniner.data.sources import dataset_entries, load_passages
+from uniner.evaluation import scoring
 from uniner.evaluation.benchmark import build_queries, load_benchmark
-from uniner.evaluation.metric import (
-    SpanQuery,
-    ground_spans,
-    seqeval_scores,
-    strict_scores,
-    tag_spans,
-)
+from uniner.evaluation.metric import SpanQuery, ground_spans, strict_scores
+from uniner.evaluation.tagging import seqeval_scores, tag_spans
 
 CONF = Path(CONF_DIR)
 
@@ -170,7 +166,7 @@ def test_strict_and_seqeval_agree_where_both_apply(zero_shot):
              if not any(t.conflicts or t.snapped for t in (tag_spans(text, g), tag_spans(text, p)))}
     assert len(clean) > 1000
     keep = [i for i, q in enumerate(qs) if q.sentence in clean]
-    ev = evaluate.evaluate([qs[i] for i in keep], [outputs[i] for i in keep], metric="both")
+    ev = scoring.evaluate([qs[i] for i in keep], [outputs[i] for i in keep], metric="both")
     for name in ("crossner_ai", "mit_restaurant"):
         strict = ev.results[name]["strict"]
         seqeval = strict["seqeval"]
@@ -290,7 +286,7 @@ def test_unknown_ids_and_missing_predictions(tmp_path, monkeypatch, data_root):
     with pytest.raises(DataError, match="p.jsonl:2"):
         preds = tmp_path / "p.jsonl"
         preds.write_text('{"id": "a", "output": "[]"}\n{"id": "b"\n')
-        evaluate.read_predictions(preds)
+        scoring.read_predictions(preds)
     with pytest.raises(ValueError, match="exactly one of checkpoint"):
         evaluate.run(compose_cfg("eval", base, data_root, monkeypatch), tmp_path / "none")
 

@@ -10,8 +10,6 @@ import pytest
 from uniner.evaluation.metric import (
     QueryScore,
     SpanQuery,
-    benchmark_average,
-    bio_tags,
     ground,
     ground_spans,
     is_malformed,
@@ -20,10 +18,10 @@ from uniner.evaluation.metric import (
     parse_mentions,
     score_by,
     score_queries,
-    seqeval_scores,
     strict_scores,
-    tag_spans,
 )
+from uniner.evaluation.scoring import benchmark_average
+from uniner.evaluation.tagging import bio_tags, seqeval_scores, tag_spans
 
 # --------------------------------------------------------------------------- reference oracle
 # The official universal-ner src/eval/utils.py semantics, written out independently of

@@ -18,15 +18,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from wandb_offline import read_wandb_run
 
-from uniner.cli import sweep
-from uniner.cli.report import (
-    build_table,
-    latest_sweep,
-    load_sweep_dir,
-    report,
-    runs_from_wandb,
-    to_markdown,
-)
+from uniner.cli.report import report
+from uniner.evaluation import sweeps
+from uniner.evaluation.sweeps import latest_sweep, load_sweep_dir, runs_from_wandb
+from uniner.evaluation.tables import build_table, to_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -97,21 +92,21 @@ def compose_report(overrides: list[str]):
 
 def test_swept_keys_from_params_and_command_line():
     params = {"sampling": "none,uniform,frequency", "seed": "1,2,3", "backbone": "tiny"}
-    assert sweep.swept_keys(params, ["debug=smoke"]) == ["sampling", "seed"]
+    assert sweeps.swept_keys(params, ["debug=smoke"]) == ["sampling", "seed"]
     # the command line wins over the params, as in Hydra's basic sweeper
-    assert sweep.swept_keys(params, ["seed=42", "+quant=none,nf4"]) == ["sampling", "quant"]
+    assert sweeps.swept_keys(params, ["seed=42", "+quant=none,nf4"]) == ["sampling", "quant"]
     optuna = {"optimizer.lr": "tag(log, interval(1e-5, 1e-3))", "adapter.r": "choice(4, 8)"}
-    assert sweep.swept_keys(optuna, []) == ["optimizer.lr", "adapter.r"]
-    assert sweep.values(["optimizer.lr=1e-4", "adapter.r=8", "debug=smoke"],
+    assert sweeps.swept_keys(optuna, []) == ["optimizer.lr", "adapter.r"]
+    assert sweeps.values(["optimizer.lr=1e-4", "adapter.r=8", "debug=smoke"],
                         ["optimizer.lr", "adapter.r"]) == {"optimizer.lr": 1e-4, "adapter.r": 8}
 
 
 def test_group_name():
     choices = {"experiment": "negative_sampling_ablation", "sweep": None}
-    assert sweep.group_name(None, choices, "multirun/nsa/2025-01-31_12-00-00") == (
+    assert sweeps.group_name(None, choices, "multirun/nsa/2025-01-31_12-00-00") == (
         "negative_sampling_ablation-2025-01-31_12-00-00")
-    assert sweep.group_name(None, {"experiment": None}, "/tmp/s/7").startswith("multirun-")
-    assert sweep.group_name("mine", choices, "x") == "mine"
+    assert sweeps.group_name(None, {"experiment": None}, "/tmp/s/7").startswith("multirun-")
+    assert sweeps.group_name("mine", choices, "x") == "mine"
 
 
 # ------------------------------------------------------------------------------ uniner-report

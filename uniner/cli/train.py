@@ -20,30 +20,15 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from uniner import config
-from uniner.cli import sweep
-from uniner.cli.eval import log_results, write_outputs
+from uniner.cli.loggers import build_loggers, finish, log_results
 from uniner.config import CONF_DIR
 from uniner.evaluation.benchmark import load_benchmark, passage_queries
+from uniner.evaluation.scoring import write_outputs
 from uniner.model.backbone import build_backbone
 from uniner.model.export import export
 from uniner.model.module import NERModule
 
 log = logging.getLogger(__name__)
-
-
-def build_loggers(cfg: DictConfig) -> list:
-    loggers, extra = [], {}
-    for c in (cfg.get("logger") or {}).values():
-        if c and str(c.get("_target_", "")).endswith("WandbLogger"):
-            # one group per multirun, swept values as tags and top-level config keys
-            kwargs, extra = sweep.wandb_identity(cfg, c)
-            loggers.append(instantiate(c, **kwargs))
-        elif c:
-            loggers.append(instantiate(c))
-    for lg in loggers:
-        if hasattr(lg, "log_hyperparams"):
-            lg.log_hyperparams({**config.redact(cfg), **extra})
-    return loggers
 
 
 def sorted_test_loader(module: NERModule, batch_size: int) -> DataLoader:
@@ -100,14 +85,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             print(evaluation.table())
         return metrics
     finally:
-        _finish_wandb(loggers)
-
-
-def _finish_wandb(loggers: list) -> None:
-    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        import wandb
-
-        wandb.finish()
+        finish(loggers)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

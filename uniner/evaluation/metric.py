@@ -1,11 +1,12 @@
-"""NER metrics: the official UniversalNER metric, the strict span metric and seqeval over BIO.
+"""NER metrics: the official UniversalNER metric and the strict span metric (seqeval over BIO
+tags is in `uniner.evaluation.tagging`).
 
 The official metric (`score_queries`) is the universal-ner `src/eval/utils.py` `NEREvaluator`
 reproduced operation for operation, parser quirks included, so that published numbers come out
 to the digit; it also counts what the quirks hide (malformed outputs) and the empty-query
 false-positive rate. The strict metric (`strict_scores`) grounds predicted strings in the
 sentence and scores exact (sentence, start, end, type) spans, as span-based peers (GLiNER,
-InstructUIE) report. `bio_tags` + `seqeval_scores` rebuild token tags for seqeval.
+InstructUIE) report. One parser (`_items`) reads the official answer format for both.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import json
 import re
 import string
-import warnings
-from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
@@ -34,34 +33,39 @@ def normalize_answer(s: str) -> str:
     return " ".join(_ARTICLES.sub(" ", s.lower().translate(_DROP_PUNCT)).split())
 
 
-def _parse(text: str) -> tuple[tuple, bool]:
-    """(normalised distinct items, malformed) with the official parser's semantics."""
+def _items(text) -> tuple[list, bool]:
+    """The official parser's reading of an output: (raw items, malformed).
+
+    The leading `[...]` (from the text's start up to the first `]`), `json.loads`-ed; a
+    non-string text, no leading list, a JSON error or an item that is neither a string nor a
+    list of strings gives no items (official: `[]`), malformed unless the text is blank.
+    """
+    if not isinstance(text, str):  # official: re.match raises TypeError -> []
+        return [], True
     if text == "[]":  # by far the most common answer
-        return (), False
+        return [], False
     match = _LEADING_LIST.match(text)
     if match is None:
-        return (), bool(text.strip())
+        return [], bool(text.strip())
     try:
         items = json.loads(match.group())
     except Exception:  # JSONDecodeError, RecursionError: the official bare `except Exception`
-        return (), True
-    out: dict = {}
+        return [], True
     for item in items:
-        if isinstance(item, str):
-            out.setdefault(normalize_answer(item), None)
-        elif isinstance(item, list) and all(isinstance(e, str) for e in item):
-            # Official: list items become tuples of normalised elements. Unreachable through
-            # the leading match (it ends at the first `]`), kept so the item rules are the same.
-            out.setdefault(tuple(normalize_answer(e) for e in item), None)
-        else:  # number, null, bool, object, non-string element: normalize_answer raises
-            return (), True
-    return tuple(out), False
+        # Official: list items become tuples of normalised elements (unreachable through the
+        # leading match, which ends at the first `]`; kept so the item rules are the same).
+        # A number, null, bool, object or non-string element: normalize_answer raises -> [].
+        if not (isinstance(item, str)
+                or isinstance(item, list) and all(isinstance(e, str) for e in item)):
+            return [], True
+    return items, False
 
 
-def _parse_any(text) -> tuple[tuple, bool]:
-    if not isinstance(text, str):  # official: re.match raises TypeError -> []
-        return (), True
-    return _parse(text)
+def _parse(text) -> tuple[tuple, bool]:
+    """(normalised distinct items, malformed) with the official parser's semantics."""
+    items, bad = _items(text)
+    return tuple(dict.fromkeys(normalize_answer(i) if isinstance(i, str)
+                               else tuple(normalize_answer(e) for e in i) for i in items)), bad
 
 
 def parse_answer(text: str) -> list:
@@ -71,13 +75,13 @@ def parse_answer(text: str) -> list:
     means `[]`), `json.loads` it (any error means `[]`), normalises string items and
     (element-wise, into a tuple) list items; any other item makes the whole answer `[]`.
     """
-    return list(_parse_any(text)[0])
+    return list(_parse(text)[0])
 
 
 def is_malformed(text: str) -> bool:
     """True when a non-empty output did not parse cleanly: no leading `[...]`, a JSON error,
     or an item that is not a string (so the official parser silently read it as `[]`)."""
-    return _parse_any(text)[1]
+    return _parse(text)[1]
 
 
 def _ratio(num: float, den: float) -> float:
@@ -104,8 +108,8 @@ class QueryScore:
 
     def add(self, pred: str, gold: str) -> None:
         """Score one query."""
-        gold_items = _parse_any(gold)[0]
-        pred_items, bad = _parse_any(pred)
+        gold_items = _parse(gold)[0]
+        pred_items, bad = _parse(pred)
         self.queries += 1
         self.malformed += bad
         self.n_correct += sum(1 for t in pred_items if t in gold_items)
@@ -173,23 +177,6 @@ def score_by(preds: Sequence[str], golds: Sequence[str], keys: Sequence[Hashable
     return {key: score.as_dict() for key, score in groups.items()}
 
 
-_AVERAGED = ("f1", "precision", "recall", "empty_query_fp_rate")
-
-
-def benchmark_average(per_dataset: Mapping[str, Mapping]) -> dict:
-    """Plain (unweighted) mean over datasets of f1, precision, recall and the empty-query
-    false-positive rate, as the paper averages its benchmark; `datasets` is how many."""
-    if not per_dataset:
-        raise ValueError("no datasets to average")
-    out: dict = {}
-    for key in _AVERAGED:
-        values = [m[key] for m in per_dataset.values() if key in m]
-        if values:
-            out[key] = sum(values) / len(values)
-    out["datasets"] = len(per_dataset)
-    return out
-
-
 # --------------------------------------------------------------------------- strict span metric
 
 _WORD_CHAR = re.compile(r"\w")
@@ -247,26 +234,15 @@ def ground(text: str, items: Iterable[str]) -> list[tuple[int, int]]:
 def parse_mentions(text: str) -> tuple[list, bool]:
     """Raw (un-normalised) distinct items of an output and whether it was malformed.
 
-    Same leading-match and JSON rules as the official parser, so an output the official metric
-    reads as `[]` has no mentions here either; items keep their case and punctuation.
+    The official parser's reading (`_items`), so an output the official metric reads as `[]`
+    has no mentions here either; items keep their case and punctuation.
     """
-    if not isinstance(text, str):
-        return [], True
-    match = _LEADING_LIST.match(text)
-    if match is None:
-        return [], bool(text.strip())
-    try:
-        items = json.loads(match.group())
-    except Exception:
-        return [], True
-    if not all(isinstance(i, str) or isinstance(i, list) and all(isinstance(e, str) for e in i)
-               for i in items):
-        return [], True
+    items, bad = _items(text)
     out: list = []
     for item in items:
-        if item not in out:
+        if item not in out:  # list items are unhashable
             out.append(item)
-    return out, False
+    return out, bad
 
 
 @dataclass(frozen=True)
@@ -332,94 +308,3 @@ def strict_scores(queries: Iterable[SpanQuery | Mapping]) -> dict:
     return {"precision": p, "recall": r, "f1": f, "n_pred": len(pred), "n_gold": len(gold),
             "n_correct": len(correct), "queries": queries_n, "malformed": malformed,
             "ungroundable": ungroundable, "per_type": per_type}
-
-
-# --------------------------------------------------------------------------- BIO and seqeval
-
-
-@dataclass(frozen=True)
-class Tagging:
-    """BIO tags over the space-separated tokens of a text, with what placing the spans cost."""
-
-    tags: list[str]
-    snapped: int
-    """Spans not on token boundaries, widened to whole tokens."""
-    conflicts: int
-    """Spans dropped because a longer (or earlier equally long) span held one of their tokens."""
-    unplaced: int
-    """Spans that cover no token (empty, or white space only)."""
-
-
-def tag_spans(text: str, spans: Iterable[tuple[int, int, str]]) -> Tagging:
-    """IOB2 tags for typed character spans over the tokens of `text` (tokens joined by single
-    spaces, `text.split(" ")`). A span off token boundaries is snapped outward to whole tokens;
-    among overlapping spans the longer (in tokens) wins, ties going to the earlier given."""
-    if not text:
-        return Tagging([], 0, 0, sum(1 for _ in spans))
-    starts, ends, pos = [], [], 0
-    for token in text.split(" "):
-        starts.append(pos)
-        ends.append(pos + len(token))
-        pos += len(token) + 1
-    tags = ["O"] * len(starts)
-    placed: list[tuple[int, int, str]] = []
-    snapped = unplaced = conflicts = 0
-    for start, end, etype in dict.fromkeys((int(s), int(e), t) for s, e, t in spans):
-        first, last = bisect_right(ends, start), bisect_left(starts, end) - 1
-        # zero-length tokens (double spaces) touching the span's edges are not part of it
-        while first <= last and starts[first] == ends[first] and starts[first] <= start:
-            first += 1
-        while first <= last and starts[last] == ends[last] and ends[last] >= end:
-            last -= 1
-        if start >= end or first > last:
-            unplaced += 1
-            continue
-        snapped += starts[first] != start or ends[last] != end
-        placed.append((first, last, etype))
-    placed.sort(key=lambda s: s[0] - s[1])  # longest first; stable: ties keep the given order
-    seen: set[tuple[int, int, str]] = set()
-    for first, last, etype in placed:
-        if (first, last, etype) in seen:  # two char spans snapped onto the same tokens
-            continue
-        seen.add((first, last, etype))
-        if any(tags[k] != "O" for k in range(first, last + 1)):
-            conflicts += 1
-            continue
-        tags[first] = f"B-{etype}"
-        for k in range(first + 1, last + 1):
-            tags[k] = f"I-{etype}"
-    return Tagging(tags, snapped, conflicts, unplaced)
-
-
-def bio_tags(text: str, spans_with_types: Iterable[tuple[int, int, str]]) -> list[str]:
-    """IOB2 tags over the space-separated tokens of `text` (see `tag_spans`)."""
-    return tag_spans(text, spans_with_types).tags
-
-
-def seqeval_scores(gold_tag_seqs: Sequence[Sequence[str]], pred_tag_seqs: Sequence[Sequence[str]],
-                   mode: str = "default") -> dict:
-    """seqeval micro precision/recall/f1 and per-type scores of predicted against gold tags.
-
-    `mode="default"` is seqeval's CoNLL-style reading (an `I-` after `O` opens an entity);
-    `mode="strict"` is seqeval's strict IOB2 mode. Empty denominators score 0.0.
-    """
-    from seqeval.metrics import classification_report
-    from seqeval.scheme import IOB2
-
-    if mode not in ("default", "strict"):
-        raise ValueError(f"mode must be 'default' or 'strict', not {mode!r}")
-    kwargs = {"mode": "strict", "scheme": IOB2} if mode == "strict" else {}
-    gold = [list(s) for s in gold_tag_seqs]
-    pred = [list(s) for s in pred_tag_seqs]
-    with warnings.catch_warnings():  # seqeval/numpy warn about empty averages
-        warnings.simplefilter("ignore")
-        report = classification_report(gold, pred, output_dict=True, zero_division=0, **kwargs)
-    micro = report.pop("micro avg")
-    for avg in ("macro avg", "weighted avg"):
-        report.pop(avg, None)
-    per_type = {t: {"precision": float(m["precision"]), "recall": float(m["recall"]),
-                    "f1": float(m["f1-score"]), "support": int(m["support"])}
-                for t, m in sorted(report.items())}
-    return {"precision": float(micro["precision"]), "recall": float(micro["recall"]),
-            "f1": float(micro["f1-score"]), "support": int(micro["support"]),
-            "per_type": per_type}

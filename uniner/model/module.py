@@ -11,8 +11,8 @@ import pytorch_lightning as pl
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from uniner.cli.eval import Evaluation, evaluate, flat_metrics
 from uniner.evaluation.benchmark import Query
+from uniner.evaluation.scoring import Evaluation, evaluate, flat_metrics
 from uniner.inference.answers import answer_queries
 
 
