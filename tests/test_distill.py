@@ -18,7 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from uniner.cli.distill import TokenCounter, build_passages, chunk, run, sentences
-from uniner.distill.annotate import find_span, ground, normalize_type, parse_answer
+from uniner.data.spans import first_occurrence
+from uniner.distill.annotate import ground, normalize_type, parse_answer
 from uniner.distill.teacher import (
     SYSTEM_PROMPT,
     AnswerCache,
@@ -491,7 +492,7 @@ def test_ground():
     kept = ground(text, pairs, keep_ungrounded=True, type_case="keep")
     assert kept.mentions[-1].text == "Zeus" and kept.mentions[-1].start is None
     assert {m.type for m in kept.mentions} == {"City", "person", "deity", "Person"}
-    assert find_span("a\nb c", "a b C") == (0, 5)
+    assert first_occurrence("a\nb c", "a b C") == (0, 5)
     assert normalize_type("  Programming \t Language ") == "programming language"
     with pytest.raises(ValueError):
         normalize_type("x", "upper")

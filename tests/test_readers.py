@@ -11,6 +11,7 @@ from uniner.data.readers import (
     read_uniner_json,
 )
 from uniner.data.records import DataError, Mention, ReadReport
+from uniner.data.spans import first_occurrence, occurrences
 
 # The official label names of CrossNER AI (README "Label names of the official zero-shot protocol")
 CROSSNER_AI = {"algorithm": "algorithm", "conference": "conference", "country": "country",
@@ -390,6 +391,35 @@ def test_pile_ner_hub_id_goes_through_datasets(tmp_path, monkeypatch):
         read_pile_ner("nobody/nothing")
     with pytest.raises(FileNotFoundError):
         read_pile_ner(tmp_path / "missing.json")
+
+
+# --- the one string-to-span matcher -----------------------------------------------------------
+
+def test_occurrences_preference_order():
+    assert occurrences("Yorkshire and York, york", "York") == [(14, 18)]  # whole word first
+    assert occurrences("Yorkshire and york", "York") == [(14, 18)]  # then ignoring case
+    assert occurrences("Yorkshire", "York") == [(0, 4)]  # then anywhere
+    assert occurrences("YORKSHIRE", "York") == [(0, 4)]
+    assert occurrences("New\nYork and New  York", " New York ") == [(0, 8), (13, 22)]
+    assert occurrences("aaaa", "aa") == [(0, 2), (2, 4)] and occurrences("C++ x", "C++") == [(0, 3)]
+    assert occurrences("x", " ") == [] and occurrences("x", "y") == []
+    # verbatim: exact case and white space only, so that text[start:end] == item
+    assert occurrences("New\nYork, new york", "New York", loose=False) == []
+    assert occurrences("Yorkshire, York", "York", loose=False) == [(11, 15)]
+    assert first_occurrence("Bob, Bobby and Bob", "Bob", near=12) == (15, 18)
+    assert first_occurrence("Bob, Bobby and Bob", "Bob") == (0, 3)
+    assert first_occurrence("Bobby", "bob", loose=False) is None
+
+
+def test_readers_ground_on_whole_words(tmp_path):
+    pile = write(tmp_path, json.dumps([item("p", "Yorkshire is near York.",
+                                            ("location", '["York", "york"]'))]), "p.json")
+    [p] = read_pile_ner(pile)
+    assert p.mentions == [Mention("York", "location", 18, 22), Mention("york", "location")]
+    (tmp_path / "test.json").write_text(json.dumps([{"sentence": "Yorkshire and York", "entities": [
+        {"name": "York", "type": "location", "pos": [1, 5]}]}]))
+    [p] = read_instructuie(tmp_path)
+    assert p.mentions == [Mention("York", "location", 14, 18)]
 
 
 # --- InstructUIE and official evaluation files, synthetic ------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from uniner.data.records import DataError, Mention, Passage, ReadReport
+from uniner.data.spans import first_occurrence
 
 ON_ERROR = ("raise", "skip")
 LAYOUTS = ("auto", "token_tag", "tag_token")
@@ -373,12 +374,12 @@ def _pile_passage(item: object, k: int, default_id: str, path, line,
         if not values:
             negatives.append(typ)
         for v in values:
-            start = text.find(v)
-            if start < 0:
+            span = first_occurrence(text, v, loose=False)
+            if span is None:
                 notes["ungrounded mention"] = notes.get("ungrounded mention", 0) + 1
                 mentions.append(Mention(v, typ))
             else:
-                mentions.append(Mention(v, typ, start, start + len(v)))
+                mentions.append(Mention(v, typ, *span))
     pid = item.get("id")
     return Passage(default_id if pid is None else str(pid), text, mentions, negatives)
 
@@ -400,9 +401,10 @@ def read_pile_ner(source: str | Path, *, split: str = "train", on_error: str = "
 
     The text follows `Text: ` in the first human turn; each later (question, answer) pair asks
     `What describes {type} in the text?` and answers a JSON (or Python-literal) list. Non-empty
-    answers become mentions, grounded to the first occurrence of the string in the text (span
-    None and counted when absent); `[]` answers become `passage.negatives`. A type asked twice is
-    merged and counted; non-string answer items are skipped and counted.
+    answers become mentions, grounded to the first verbatim occurrence of the string in the text,
+    a whole-word one first (`first_occurrence`; span None and counted when absent); `[]` answers
+    become `passage.negatives`. A type asked twice is merged and counted; non-string answer items
+    are skipped and counted.
 
     Args:
         source: a local `.json` (a JSON list) or `.jsonl` file, or else a hub dataset id loaded
@@ -522,11 +524,11 @@ def _instructuie_passage(item: object, k: int, pid: str, labels, path, notes: di
         start = pos[0] if ok_pos else -1
         if not ok_pos or sentence[pos[0]:pos[1]] != name:
             # repair: the occurrence of the name nearest to the given start
-            found = [m.start() for m in re.finditer(re.escape(name), sentence)]
-            if not found:
+            span = first_occurrence(sentence, name, loose=False, near=max(start, 0))
+            if span is None:
                 raise _fail("entity not in sentence", f"{name!r} (pos {pos!r}) is not in the "
                             "sentence", k, item, path, None)
-            start = min(found, key=lambda s: abs(s - max(start, 0)))
+            start = span[0]
             notes["entity span repaired"] = notes.get("entity span repaired", 0) + 1
         mentions.append(Mention(name, typ, start, start + len(name)))
     mentions.sort(key=lambda m: (m.start, m.end))
@@ -539,8 +541,9 @@ def read_instructuie(directory: str | Path, *, split: str = "test",
     """Read one split of the InstructUIE layout (`{split}.json` beside `labels.json`).
 
     Spans come from `pos` (character offsets); a `pos` that does not match `name` is repaired to
-    the nearest occurrence of the name and counted, a name absent from the sentence is an error.
-    In this layout `else` stands for misc: a label map drops it like any other type.
+    the nearest verbatim occurrence of the name (a whole-word one first) and counted, a name absent
+    from the sentence is an error. In this layout `else` stands for misc: a label map drops it
+    like any other type.
 
     Args:
         directory: the dataset folder.

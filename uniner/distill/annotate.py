@@ -3,8 +3,9 @@
 Teachers rarely answer in clean syntax. `parse_answer` first reads the whole list (JSON or a Python
 literal: single quotes, tuples, trailing commas are fine), and when that fails scans the text for
 complete `("entity", "type")` pairs, which salvages prose around the list, truncated output and
-stray syntax errors. `ground` keeps the entities the passage contains, at their first occurrence,
-in the passage's own spelling.
+stray syntax errors. `ground` keeps the entities the passage contains, at their first occurrence
+(`uniner.data.spans.first_occurrence`: a whole-word one first, exact case first), in the passage's
+own spelling.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from uniner.data.records import Mention, Passage
+from uniner.data.spans import first_occurrence
 
 # A quoted string: escapes allowed; a single-quoted one may hold apostrophes inside words
 # (`'McDonald's'`), which is how teachers write Python-ish lists by hand.
@@ -111,21 +113,6 @@ def normalize_type(type_: str, case: str = "lower") -> str:
     return type_.lower() if case == "lower" else type_
 
 
-def find_span(text: str, entity: str) -> tuple[int, int] | None:
-    """The first occurrence of `entity` in `text`: exact, else with any white space between its
-    words, else also ignoring case."""
-    if (i := text.find(entity)) >= 0:
-        return i, i + len(entity)
-    words = entity.split()
-    if not words:
-        return None
-    pattern = r"\s+".join(map(re.escape, words))
-    for flags in (0, re.IGNORECASE):
-        if m := re.search(pattern, text, flags):
-            return m.start(), m.end()
-    return None
-
-
 @dataclass
 class Grounded:
     """Mentions kept, and the counts of what was dropped or merged on the way."""
@@ -136,7 +123,8 @@ class Grounded:
 
 def ground(text: str, pairs: list[tuple[str, str]], *, keep_ungrounded: bool = False,
            type_case: str = "lower") -> Grounded:
-    """Mentions of `pairs` in `text`, at the first occurrence, in text order.
+    """Mentions of `pairs` in `text`, at the first occurrence (see `first_occurrence`), in text
+    order.
 
     A mention takes the passage's own spelling of the entity (so answers copy from the text).
     Pairs whose entity the text lacks are dropped and counted, unless `keep_ungrounded` (then
@@ -149,7 +137,7 @@ def ground(text: str, pairs: list[tuple[str, str]], *, keep_ungrounded: bool = F
         if not entity or not type_:
             counts["empty entity or type"] += 1
             continue
-        span = find_span(text, entity)
+        span = first_occurrence(text, entity)
         if span is None and not keep_ungrounded:
             counts["ungrounded"] += 1
             continue

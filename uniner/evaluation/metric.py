@@ -17,6 +17,8 @@ import string
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
+from uniner.data.spans import occurrences
+
 # --------------------------------------------------------------------------- official metric
 
 _LEADING_LIST = re.compile(r"\[(.*?)\]")  # re.match: at the start only; `.` stops at newlines
@@ -179,9 +181,6 @@ def score_by(preds: Sequence[str], golds: Sequence[str], keys: Sequence[Hashable
 
 # --------------------------------------------------------------------------- strict span metric
 
-_WORD_CHAR = re.compile(r"\w")
-
-
 @dataclass(frozen=True)
 class Grounding:
     """Character spans of predicted strings in a text, and the strings not found in it."""
@@ -190,35 +189,17 @@ class Grounding:
     ungrounded: list[str]
 
 
-def _aligned_pattern(item: str) -> str:
-    # an occurrence may not cut through a word: no word character just outside a word-char edge
-    head = r"(?<!\w)" if _WORD_CHAR.match(item[0]) else ""
-    tail = r"(?!\w)" if _WORD_CHAR.match(item[-1]) else ""
-    return head + re.escape(item) + tail
-
-
-def _occurrences(text: str, item: str) -> list[tuple[int, int]]:
-    aligned, anywhere = _aligned_pattern(item), re.escape(item)
-    for pattern, flags in ((aligned, 0), (aligned, re.I), (anywhere, 0), (anywhere, re.I)):
-        found = [m.span() for m in re.finditer(pattern, text, flags)]
-        if found:
-            return found
-    return []
-
-
 def ground_spans(text: str, items: Iterable[str]) -> Grounding:
     """Every non-overlapping occurrence of each predicted string in `text`.
 
-    Per string (stripped of outer white space): case-sensitive matches first, case-insensitive
-    ones as fallback; within each, occurrences that do not cut through a word are preferred
-    ("York" in "New York" but not "ork" in "York"). Spans of different strings may overlap.
-    Empty strings and strings found nowhere are returned in `ungrounded`.
+    Each string is matched by `uniner.data.spans.occurrences` (word-aligned before anywhere,
+    exact case before ignoring it, any white space between words). Spans of different strings
+    may overlap. Empty strings and strings found nowhere are returned in `ungrounded`.
     """
     spans: set[tuple[int, int]] = set()
     ungrounded: list[str] = []
     for item in dict.fromkeys(items):
-        needle = item.strip()
-        found = _occurrences(text, needle) if needle else []
+        found = occurrences(text, item)
         if found:
             spans.update(found)
         else:
