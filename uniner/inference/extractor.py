@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from uniner.evaluation.metric import ground_spans, parse_mentions
+from uniner.data.spans import occurrences
+from uniner.evaluation.metric import parse_mentions
 from uniner.inference.engine import BATCH_ROWS, BATCH_TOKENS, Engine
 
 
@@ -30,8 +31,7 @@ def ground_entities(text: str, type_: str, answer: str) -> list[Entity]:
     (a case-insensitive match keeps the text's case).
     """
     items = [i for i in parse_mentions(answer)[0] if isinstance(i, str)]
-    return [Entity(text[s:e], type_, s, e) for item in items
-            for s, e in ground_spans(text, [item]).spans]
+    return [Entity(text[s:e], type_, s, e) for item in items for s, e in occurrences(text, item)]
 
 
 def _types_per_text(texts: list[str], types) -> list[list[str]]:
