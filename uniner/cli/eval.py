@@ -50,17 +50,19 @@ def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
             raise ValueError("engine=vllm loads the model as saved and decodes greedily: "
                              "quant= and decoding=constrained are engine=hf options")
         return vllm_answers(cfg.checkpoint, [(q.text, q.type) for q in queries],
-                            max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype)
+                            max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype,
+                            prompt=cfg.get("prompt"))
     from uniner.inference.answers import answer_queries
     from uniner.inference.engine import BATCH_TOKENS
-    from uniner.model.export import load_trained
+    from uniner.model.export import load_trained, trained_style
 
     model, tokenizer = load_trained(cfg.checkpoint, quant=cfg.get("quant"), device=cfg.device,
                                     dtype=cfg.dtype)
+    style = trained_style(cfg.checkpoint, tokenizer, cfg.get("prompt"))  # as trained by default
     return answer_queries(model, tokenizer, queries, max_new_tokens=cfg.max_new_tokens,
                           batch_size=cfg.batch_size,
                           batch_tokens=cfg.get("batch_tokens", BATCH_TOKENS),
-                          decoding=cfg.get("decoding", "greedy"))
+                          decoding=cfg.get("decoding", "greedy"), style=style)
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:

@@ -114,7 +114,7 @@ def run(cfg: DictConfig) -> int:
         cfg.checkpoint, device=cfg.device, dtype=cfg.dtype,
         quant=OmegaConf.to_container(quant, resolve=True) if quant is not None else None,
         max_new_tokens=cfg.max_new_tokens, batch_tokens=cfg.batch_tokens,
-        batch_rows=cfg.batch_size, decoding=cfg.decoding)
+        batch_rows=cfg.batch_size, decoding=cfg.decoding, prompt=cfg.get("prompt"))
     total = sum(len(dict.fromkeys(i.types)) for i in inputs if i.text.strip())
     out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout
     try:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from uniner.config import CONF_DIR  # also registers the `asset` resolver
 from uniner.data.datamodule import encode_rows, render_rows
-from uniner.data.prompts import to_conversation_item
+from uniner.data.prompts import PromptStyle, prompt_style, to_conversation_item
 from uniner.data.records import ReadReport
 from uniner.data.sources import load_passages
 from uniner.data.stats import corpus_stats, stats_markdown
@@ -43,7 +43,7 @@ def reader_drops(report: ReadReport) -> Counter:
     return dropped
 
 
-def write_benchmark(cfg: DictConfig, out: Path) -> dict:
+def write_benchmark(cfg: DictConfig, out: Path, style: PromptStyle) -> dict:
     """Write each dataset's queries of `cfg.benchmark` in the official evaluation form; returns
     the counts per dataset and the missing datasets."""
     queries, missing = load_benchmark(cfg.benchmark)
@@ -53,7 +53,7 @@ def write_benchmark(cfg: DictConfig, out: Path) -> dict:
     datasets = {}
     for name, qs in per.items():
         with open(out / f"{name}.json", "w", encoding="utf-8") as f:
-            json.dump([query_item(q) for q in qs], f, ensure_ascii=False, indent=1)
+            json.dump([query_item(q, style) for q in qs], f, ensure_ascii=False, indent=1)
         datasets[name] = {"file": f"{name}.json", "queries": len(qs),
                           "sentences": len({q.sentence for q in qs}),
                           "types": len({q.type for q in qs})}
@@ -68,8 +68,10 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mode = cfg.get("mode", "train")
+    tokenizer = build_tokenizer(cfg.backbone)
+    style = prompt_style(cfg.prompt, tokenizer)
     if mode == "benchmark":
-        return write_benchmark(cfg, out)
+        return write_benchmark(cfg, out, style)
     if mode != "train":
         raise ValueError(f"mode={mode!r}: choose train or benchmark")
     source = OmegaConf.to_container(cfg.data.source, resolve=True)
@@ -78,16 +80,16 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     sampler = instantiate(cfg.sampling)
     queries = sampler.queries(passages, epoch=cfg.epoch)
 
-    items = [to_conversation_item(p, q) for p, q in zip(passages, queries)]
+    items = [to_conversation_item(p, q, style) for p, q in zip(passages, queries)]
     with open(out / "conversations.json", "w", encoding="utf-8") as f:
         json.dump(items, f, ensure_ascii=False, indent=1)
 
-    tokenizer = build_tokenizer(cfg.backbone)
-    rows = render_rows(passages, queries, prompt=cfg.data.prompt,
+    rows = render_rows(passages, queries, style=style,
                        train_on_read_reply=cfg.data.train_on_read_reply)
     encoded, dropped = encode_rows(rows, tokenizer, max_length=cfg.data.max_length,
                                    cache_dir=cfg.data.cache_dir and Path(cfg.data.cache_dir
-                                                                         ).expanduser())
+                                                                         ).expanduser(),
+                                   auto_bos=style.auto_bos)
     dropped = reader_drops(report) + dropped
     lengths = [len(ids) for ids in encoded["input_ids"]]
     stats = corpus_stats(passages, queries, lengths, dict(dropped))

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from uniner import config
 from uniner.cli.loggers import build_loggers, finish, log_results
 from uniner.config import CONF_DIR
+from uniner.data.prompts import prompt_style
 from uniner.evaluation.benchmark import load_benchmark, passage_queries
 from uniner.evaluation.scoring import write_outputs
 from uniner.model.backbone import build_backbone
@@ -44,11 +45,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     out = Path(HydraConfig.get().runtime.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     model, tokenizer = build_backbone(cfg.backbone, cfg.quant, cfg.adapter)
+    style = prompt_style(cfg.prompt, tokenizer)  # training rows, val and test queries, export
 
     # partial: Hydra would turn a dataclass argument (the sampler) back into a config
     datamodule = instantiate(cfg.data, _partial_=True)(sampler=instantiate(cfg.sampling))
-    datamodule.connect(tokenizer)
-    module = NERModule(model, tokenizer, instantiate(cfg.optimizer), **cfg.module)
+    datamodule.connect(tokenizer, style)
+    module = NERModule(model, tokenizer, instantiate(cfg.optimizer), style=style, **cfg.module)
     datamodule.setup("fit")
     if datamodule.val_passages:
         types = datamodule.sampler.queries(datamodule.val_passages, epoch=0)
@@ -81,7 +83,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log_results(loggers, evaluation, files_dir=out)
             if cfg.export:
                 export(module.model, tokenizer, out / "export", merge_lora=cfg.merge_lora,
-                       resolved_config=config.redact(cfg))
+                       resolved_config=config.redact(cfg), prompt=cfg.prompt)
             print(evaluation.table())
         return metrics
     finally:

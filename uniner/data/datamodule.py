@@ -32,7 +32,7 @@ from uniner.data.batching import (
     row_lengths,
 )
 from uniner.data.encoding import IGNORE_INDEX, assemble, bos_id, token_ids
-from uniner.data.prompts import Message, prompt_styles
+from uniner.data.prompts import Message, PromptStyle, UniNER
 from uniner.data.records import Passage, ReadReport
 from uniner.data.sampling import NegativeSampler
 from uniner.data.sources import load_passages
@@ -40,9 +40,11 @@ from uniner.data.sources import load_passages
 log = logging.getLogger(__name__)
 
 def render_rows(passages: Sequence[Passage], queries: Sequence[Sequence[str]], *,
-                prompt: str = "uniner", train_on_read_reply: bool = True) -> dict[str, list]:
-    """The conversations as columns of segments (the form `datasets.map` encodes)."""
-    style = prompt_styles[prompt]()
+                style: PromptStyle | None = None, train_on_read_reply: bool = True
+                ) -> dict[str, list]:
+    """The conversations, rendered in `style` (default `UniNER`), as columns of segments (the
+    form `datasets.map` encodes)."""
+    style = style or UniNER()
     rows = {"id": [], "content": [], "masked": [], "eos": []}
     for passage, types in zip(passages, queries):
         msgs = style.conversation(passage, types, train_on_read_reply)
@@ -53,10 +55,11 @@ def render_rows(passages: Sequence[Passage], queries: Sequence[Sequence[str]], *
     return rows
 
 
-def _encode_batch(batch: dict, tokenizer, max_length: int | None, ignore_index: int) -> dict:
+def _encode_batch(batch: dict, tokenizer, max_length: int | None, ignore_index: int,
+                  auto_bos: bool) -> dict:
     flat = [c for conv in batch["content"] for c in conv]
     ids = token_ids(tokenizer, flat)
-    bos, eos = bos_id(tokenizer), tokenizer.eos_token_id
+    bos, eos = bos_id(tokenizer) if auto_bos else None, tokenizer.eos_token_id
     out = {"input_ids": [], "labels": [], "cut_turns": [], "too_long": []}
     at = 0
     for content, masked, ends in zip(batch["content"], batch["masked"], batch["eos"]):
@@ -73,25 +76,26 @@ def _encode_batch(batch: dict, tokenizer, max_length: int | None, ignore_index: 
 
 
 def _fingerprint(rows: dict, tokenizer, max_length: int | None, ignore_index: int,
-                 features: str = "") -> str:
+                 features: str = "", auto_bos: bool = True) -> str:
     h = hashlib.sha256(features.encode())  # a cached file of another schema is another key
     h.update(json.dumps([rows["content"], rows["masked"], rows["eos"]]).encode())
     h.update(tokenizer.backend_tokenizer.to_str().encode() if tokenizer.is_fast
              else repr(sorted(tokenizer.get_vocab().items())).encode())
-    h.update(f"{max_length}|{ignore_index}|{bos_id(tokenizer)}|{tokenizer.eos_token_id}".encode())
+    bos = bos_id(tokenizer) if auto_bos else None
+    h.update(f"{max_length}|{ignore_index}|{bos}|{tokenizer.eos_token_id}".encode())
     return h.hexdigest()[:24]
 
 
 def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
                 ignore_index: int = IGNORE_INDEX, cache_dir: str | Path | None = None,
-                num_proc: int | None = None):
+                num_proc: int | None = None, auto_bos: bool = True):
     """Tokenize rendered conversations with `datasets.map` (batched, cached on disk).
 
     Returns the dataset (columns `input_ids`, `labels`) and the counts of what the max-length
-    policy dropped. The cache is keyed by the conversations, the tokenizer and the policy, so a
-    re-run with the same inputs reads the ids back instead of tokenizing again. `num_proc=None`
-    runs one process per 10,000 conversations, up to the usable cores (a fork costs more than
-    it saves on small sets).
+    policy dropped. `auto_bos` is the prompt style's (`prompts.PromptStyle`). The cache is keyed
+    by the conversations, the tokenizer and the policy, so a re-run with the same inputs reads
+    the ids back instead of tokenizing again. `num_proc=None` runs one process per 10,000
+    conversations, up to the usable cores (a fork costs more than it saves on small sets).
     """
     import datasets
 
@@ -108,14 +112,14 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
                                  "too_long": datasets.Value("bool")})
     # our own key, also as the map's fingerprint: datasets would otherwise dill-hash the
     # tokenizer on every call (seconds for a 32k vocabulary)
-    key = _fingerprint(rows, tokenizer, max_length, ignore_index, repr(encoded))
+    key = _fingerprint(rows, tokenizer, max_length, ignore_index, repr(encoded), auto_bos)
     cache_file = None
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         cache_file = str(Path(cache_dir) / f"encoded-{key}.arrow")
     ds = ds.map(_encode_batch, batched=True, batch_size=1000, num_proc=num_proc,
                 fn_kwargs={"tokenizer": tokenizer, "max_length": max_length,
-                           "ignore_index": ignore_index},
+                           "ignore_index": ignore_index, "auto_bos": auto_bos},
                 remove_columns=["content", "masked", "eos"], cache_file_name=cache_file,
                 load_from_cache_file=cache_file is not None, new_fingerprint=key,
                 features=encoded, desc="tokenizing")
@@ -172,7 +176,7 @@ class NERDataModule(pl.LightningDataModule):
                  max_length: int = 1024, batch_size: int = 8, val_fraction: float = 0.0,
                  num_workers: int = 0, padding: str = "longest",
                  pad_to_multiple_of: int | None = None, train_on_read_reply: bool = True,
-                 prompt: str = "uniner", cache_dir: str | None = None, seed: int = 42,
+                 cache_dir: str | None = None, seed: int = 42,
                  name: str | None = None, packing: bool = False, batch_tokens: int | None = None):
         super().__init__()
         if not 0 <= val_fraction < 1:
@@ -196,16 +200,17 @@ class NERDataModule(pl.LightningDataModule):
         self.max_length, self.batch_size = max_length, batch_size
         self.val_fraction, self.num_workers, self.seed = val_fraction, num_workers, seed
         self.padding, self.pad_to_multiple_of = padding, pad_to_multiple_of
-        self.train_on_read_reply, self.prompt, self.name = train_on_read_reply, prompt, name
+        self.train_on_read_reply, self.name = train_on_read_reply, name
         self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
-        self.tokenizer = None
+        self.tokenizer, self.style = None, None
         self.train_passages: list[Passage] = []
         self.val_passages: list[Passage] = []
         self.report = ReadReport(str(source.get("path")))
         self.dropped: Counter = Counter()
 
-    def connect(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
+    def connect(self, tokenizer, style: PromptStyle | None = None) -> None:
+        """The backbone's tokenizer and the prompt style (default `UniNER`) to render with."""
+        self.tokenizer, self.style = tokenizer, style or UniNER()
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_passages:
@@ -223,10 +228,10 @@ class NERDataModule(pl.LightningDataModule):
         if self.tokenizer is None:
             raise RuntimeError("NERDataModule.connect(tokenizer) must be called before encoding")
         queries = self.sampler.queries(passages, epoch)
-        rows = render_rows(passages, queries, prompt=self.prompt,
+        rows = render_rows(passages, queries, style=self.style,
                            train_on_read_reply=self.train_on_read_reply)
         ds, dropped = encode_rows(rows, self.tokenizer, max_length=self.max_length,
-                                  cache_dir=self.cache_dir)
+                                  cache_dir=self.cache_dir, auto_bos=self.style.auto_bos)
         for reason, n in dropped.items():
             if epoch == 0 or self.sampler.redraw_each_epoch:
                 log.warning("epoch %d: %s: %d", epoch, reason, n)

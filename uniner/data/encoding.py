@@ -1,7 +1,9 @@
 """Token ids and labels of conversations, turn by turn.
 
-Each segment of a conversation is tokenized on its own (no special tokens), the backbone's BOS
-goes first where it uses one, and its EOS closes every assistant turn. Labels copy the ids of
+Each segment of a conversation is tokenized on its own (no special tokens, but special tokens
+written in a segment's text, such as a chat template's, are read as such), the backbone's BOS goes
+first where it uses one (unless the prompt style writes its own: `auto_bos=False`), and its EOS
+closes every `eos` segment. Labels copy the ids of
 unmasked turns (and their EOS) and are `ignore_index` elsewhere, so nothing is searched for after
 the fact. Inference prompts go through the same function, so a query's ids are exactly the prefix
 the model was trained on.
@@ -69,11 +71,12 @@ def assemble(messages: Sequence[Message], segment_ids: Sequence[list[int]], *, b
 
 def encode_conversations(conversations: Sequence[Sequence[Message]], tokenizer, *,
                          max_length: int | None, ignore_index: int = IGNORE_INDEX,
-                         dropped: Counter | None = None) -> list[dict | None]:
+                         dropped: Counter | None = None, auto_bos: bool = True
+                         ) -> list[dict | None]:
     """Encode many conversations with one batched call of the (fast) tokenizer."""
     flat = [m.content for conv in conversations for m in conv]
     ids = token_ids(tokenizer, flat) if flat else []
-    bos, eos = bos_id(tokenizer), tokenizer.eos_token_id
+    bos, eos = bos_id(tokenizer) if auto_bos else None, tokenizer.eos_token_id
     out, at = [], 0
     for conv in conversations:
         out.append(assemble(conv, ids[at: at + len(conv)], bos=bos, eos=eos,
@@ -82,17 +85,18 @@ def encode_conversations(conversations: Sequence[Sequence[Message]], tokenizer, 
     return out
 
 
-def encode_prompts(prompts: Sequence[Sequence[Message]], tokenizer) -> list[list[int]]:
+def encode_prompts(prompts: Sequence[Sequence[Message]], tokenizer, *,
+                   auto_bos: bool = True) -> list[list[int]]:
     """Ids of inference prompts (conversations ending with a user turn); each distinct segment
     (a passage's head, a type's question) is tokenized once, in one batched call."""
     segments = list(dict.fromkeys(m.content for msgs in prompts for m in msgs))
     ids = dict(zip(segments, token_ids(tokenizer, segments))) if segments else {}
-    bos, eos = bos_id(tokenizer), tokenizer.eos_token_id
+    bos, eos = bos_id(tokenizer) if auto_bos else None, tokenizer.eos_token_id
     head = [bos] if bos is not None else []
     return [head + [i for m in msgs for i in ids[m.content] + ([eos] if m.eos else [])]
             for msgs in prompts]
 
 
-def encode_prompt(messages: Sequence[Message], tokenizer) -> list[int]:
+def encode_prompt(messages: Sequence[Message], tokenizer, *, auto_bos: bool = True) -> list[int]:
     """Ids of one inference prompt (`encode_prompts` of one)."""
-    return encode_prompts([messages], tokenizer)[0]
+    return encode_prompts([messages], tokenizer, auto_bos=auto_bos)[0]

@@ -1,13 +1,20 @@
-"""The conversation template of the UniversalNER recipe (Vicuna v1.1 separators).
+"""The owner of prompt text: one class per prompt style, looked up by name in `prompt_styles`
+(litgpt `prompts.py`); `prompt_style(name, tokenizer)` builds one.
 
-One class per prompt style, looked up by name in `prompt_styles` (litgpt `prompts.py`). Training and
-inference render through the same methods, so the text a model is trained on and the text it is
-queried with cannot drift apart.
+Every style asks the same turns (the system line, `Text: {passage}`, the read reply, then one
+question/answer per entity type) and renders them its own way as token-boundary segments:
+- `uniner`: the UniversalNER recipe's template (Vicuna v1.1 separators, EOS after each reply);
+- `chat`: the backbone tokenizer's own chat template (`tokenizer.apply_chat_template`), for
+  instruction-tuned students such as Qwen2.5-Instruct or Llama-3.1-Instruct.
+Training rows, inference queries, the benchmark's conversations and `uniner-prepare`'s items all
+render through the style the config's `prompt` names (recorded in the export, so inference
+queries a model the way it was trained).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,7 +23,7 @@ from uniner.data.records import Passage
 
 @dataclass(frozen=True)
 class Message:
-    """One turn. `masked` turns get label -100; `eos` appends the backbone's EOS after the turn."""
+    """One segment. `masked` segments get label -100; `eos` appends the backbone's EOS after it."""
 
     role: str  # "system", "user" or "assistant"
     content: str
@@ -24,15 +31,21 @@ class Message:
     eos: bool = False
 
 
-class UniNER:
-    """`A virtual assistant ... USER: Text: {passage} ASSISTANT: I've read this text.</s>USER: …`.
+class PromptStyle:
+    """The turns every style asks; subclasses render them as segments (`segments`).
 
-    Vicuna v1.1: a space after the system line and after each user turn, EOS after each reply.
+    `auto_bos`: the encoder puts the tokenizer's BOS first where it uses one (False: the style's
+    text writes its own, as chat templates do).
     """
 
+    name = ""
     system = "A virtual assistant answers questions from a user based on the provided text."
     read_reply = "I've read this text."
-    eos_text = "</s>"  # how the backbone's EOS is written in rendered text
+    eos_text = ""  # how an `eos` segment's EOS is written in rendered text
+    auto_bos = True
+
+    def __init__(self, tokenizer=None):
+        pass
 
     @staticmethod
     def question(type_: str) -> str:
@@ -41,6 +54,48 @@ class UniNER:
     @staticmethod
     def answer(items: Iterable[str]) -> str:
         return json.dumps(list(items), ensure_ascii=False)
+
+    def segments(self, text: str, qa: list[tuple[str, str | None]],
+                 train_on_read_reply: bool = True) -> list[Message]:
+        """The conversation as segments: the passage prompt, the read reply, then a question
+        and its answer per (type, answer). A `None` answer leaves it open for generation."""
+        raise NotImplementedError
+
+    def conversation(self, passage: Passage, types: Iterable[str],
+                     train_on_read_reply: bool = True) -> list[Message]:
+        """The training conversation of a passage asking `types` in the given order."""
+        qa = [(t, self.answer(passage.answer(t))) for t in types]
+        return self.segments(passage.text, qa, train_on_read_reply)
+
+    def query(self, text: str, type_: str) -> list[Message]:
+        """The inference prompt of one (text, type) query, ending where the answer starts."""
+        return self.segments(text, [(type_, None)])
+
+    def render(self, messages: list[Message]) -> str:
+        return "".join(m.content + (self.eos_text if m.eos else "") for m in messages)
+
+    def stop_ids(self, tokenizer) -> list[int]:
+        """The token ids that end a reply at generation."""
+        return [tokenizer.eos_token_id]
+
+    def item(self, id_: str, text: str, qa: Iterable[tuple[str, str]]) -> dict:
+        """The released Pile-NER-type JSON form of a conversation (the turns, unrendered)."""
+        turns = [{"from": "human", "value": f"Text: {text}"},
+                 {"from": "gpt", "value": self.read_reply}]
+        for type_, answer in qa:
+            turns += [{"from": "human", "value": self.question(type_)},
+                      {"from": "gpt", "value": answer}]
+        return {"id": id_, "conversations": turns}
+
+
+class UniNER(PromptStyle):
+    """`A virtual assistant ... USER: Text: {passage} ASSISTANT: I've read this text.</s>USER: …`.
+
+    Vicuna v1.1: a space after the system line and after each user turn, EOS after each reply.
+    """
+
+    name = "uniner"
+    eos_text = "</s>"  # how the backbone's EOS is written in rendered text
 
     def segments(self, text: str, qa: list[tuple[str, str | None]],
                  train_on_read_reply: bool = True) -> list[Message]:
@@ -59,29 +114,115 @@ class UniNER:
                 msgs.append(Message("assistant", f" {answer}", masked=False, eos=True))
         return msgs
 
-    def conversation(self, passage: Passage, types: Iterable[str],
-                     train_on_read_reply: bool = True) -> list[Message]:
-        """The training conversation of a passage asking `types` in the given order."""
-        qa = [(t, self.answer(passage.answer(t))) for t in types]
-        return self.segments(passage.text, qa, train_on_read_reply)
 
-    def query(self, text: str, type_: str) -> list[Message]:
-        """The inference prompt of one (text, type) query, ending with `ASSISTANT:`."""
-        return self.segments(text, [(type_, None)])
+class ChatTemplate(PromptStyle):
+    """The backbone tokenizer's own chat template (`tokenizer.apply_chat_template`).
 
-    def render(self, messages: list[Message]) -> str:
-        return "".join(m.content + (self.eos_text if m.eos else "") for m in messages)
+    The same turns (system, user `Text: ...`, assistant read reply, one user question and
+    assistant answer per type), rendered by the template. Segment boundaries come from rendering
+    growing prefixes of the message list: a user segment runs up to the template's generation
+    prompt (its assistant header, masked), an assistant segment is the reply and the template's
+    end-of-turn token (trained on, and the token that ends a reply at generation); what the
+    template writes after that token goes to the next user segment. The template writes its own
+    BOS, if any (`auto_bos = False`). The boundaries are derived once per number of questions,
+    on placeholder contents, so rendering a conversation is a string substitution.
+
+    Raises:
+        ValueError: the tokenizer has no chat template, the template's renders of growing
+            prefixes are not prefixes of each other, or it closes a reply without a special token.
+    """
+
+    name = "chat"
+    auto_bos = False
+    _SLOT = re.compile("\ue000(\\d+)\ue001")  # placeholders (private-use characters)
+
+    def __init__(self, tokenizer=None):
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("prompt=chat renders with the backbone tokenizer's chat template, and "
+                             f"{getattr(tokenizer, 'name_or_path', tokenizer)!r} has none: use "
+                             "prompt=uniner (the recipe's template) or an instruction-tuned "
+                             "backbone's tokenizer")
+        self.tokenizer = tokenizer
+        self.end_of_turn = self._end_of_turn()
+        self._shape: list[tuple[bool, str]] = []  # (is a reply, text with placeholders)
+
+    @staticmethod
+    def _slot(i: int) -> str:
+        return f"\ue000{i}\ue001"
+
+    def _render(self, messages: list[dict], generation: bool) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=generation)
+
+    def _end_of_turn(self) -> str:
+        """The special token the template writes right after an assistant reply."""
+        probe = self._slot(0)
+        text = self._render([{"role": "user", "content": "q"},
+                             {"role": "assistant", "content": probe}], False)
+        after = text[text.index(probe) + len(probe):]
+        added = getattr(self.tokenizer, "added_tokens_decoder", {}).values()
+        specials = set(self.tokenizer.all_special_tokens) | {t.content for t in added}
+        found = max((t for t in specials if t and after.startswith(t)), key=len, default=None)
+        if found is None:
+            raise ValueError(f"prompt=chat: the chat template ends a reply with {after[:20]!r}, "
+                             "not a special token; generation could not stop at the end of turn")
+        return found
+
+    def _messages(self, n: int) -> list[dict]:
+        """System, passage, read reply and `n` question/answer pairs, on placeholder contents."""
+        roles = ["system", "user", "assistant"] + ["user", "assistant"] * n
+        return [{"role": r, "content": self._slot(i)} for i, r in enumerate(roles)]
+
+    def _segments_of(self, n: int) -> list[tuple[bool, str]]:
+        """The segments of a conversation of `n` pairs (a prefix of those of more pairs)."""
+        while len(self._shape) < 2 * (n + 1):
+            messages = self._messages(n)
+            k = len(self._shape) + 2  # the next assistant message
+            done = "".join(text for _, text in self._shape)
+            head = self._render(messages[:k], True)
+            full = self._render(messages[: k + 1], False)
+            reply = messages[k]["content"] + self.end_of_turn
+            if not (head.startswith(done) and full.startswith(head)
+                    and full[len(head):].startswith(reply)):
+                raise ValueError("prompt=chat: the chat template's renders of growing message "
+                                 "lists are not prefixes of each other, so a conversation cannot "
+                                 "be split into turns for the loss mask")
+            self._shape += [(False, head[len(done):]), (True, reply)]
+        return self._shape[: 2 * (n + 1)]
+
+    def segments(self, text: str, qa: list[tuple[str, str | None]],
+                 train_on_read_reply: bool = True) -> list[Message]:
+        contents = [self.system, f"Text: {text}", self.read_reply]
+        for type_, answer in qa:
+            contents += [self.question(type_), answer]
+        fill = lambda m: contents[int(m.group(1))]  # noqa: E731
+        msgs = []
+        for k, (reply, template) in enumerate(self._segments_of(len(qa))):
+            if reply and contents[k + 1] is None:
+                break  # an open question: the prompt ends with the generation prompt
+            masked = not train_on_read_reply if k == 1 else not reply
+            msgs.append(Message("assistant" if reply else "user", self._SLOT.sub(fill, template),
+                                masked=masked))
+        return msgs
+
+    def stop_ids(self, tokenizer) -> list[int]:
+        eot = tokenizer.convert_tokens_to_ids(self.end_of_turn)
+        return list(dict.fromkeys([eot, tokenizer.eos_token_id]))
 
 
-prompt_styles: dict[str, type[UniNER]] = {"uniner": UniNER}
+prompt_styles: dict[str, type[PromptStyle]] = {"uniner": UniNER, "chat": ChatTemplate}
 
 
-def to_conversation_item(passage: Passage, types: Iterable[str]) -> dict:
+def prompt_style(name: str, tokenizer=None) -> PromptStyle:
+    """The style `name` (a config's `prompt`) for a backbone's tokenizer."""
+    if name not in prompt_styles:
+        raise ValueError(f"prompt={name!r}: choose one of {', '.join(prompt_styles)}")
+    return prompt_styles[name](tokenizer)
+
+
+def to_conversation_item(passage: Passage, types: Iterable[str],
+                         style: PromptStyle | None = None) -> dict:
     """A passage in the released Pile-NER-type JSON form, asking `types` in the given order."""
-    style = UniNER()
-    turns = [{"from": "human", "value": f"Text: {passage.text}"},
-             {"from": "gpt", "value": style.read_reply}]
-    for t in types:
-        turns += [{"from": "human", "value": style.question(t)},
-                  {"from": "gpt", "value": style.answer(passage.answer(t))}]
-    return {"id": passage.id, "conversations": turns}
+    style = style or UniNER()
+    return style.item(passage.id, passage.text,
+                      [(t, style.answer(passage.answer(t))) for t in types])

@@ -5,7 +5,7 @@ A benchmark config holds its datasets as a mapping name -> dataset (composed fro
 `format` (`bio`, `instructuie`, `uniner_json`, `pile_ner`), `path` (and `split`) of its test split,
 a `label_map` (raw type -> natural-language name, null = never asked), and optionally `train`: the
 keys that differ for its train split (`{path: ...}` or `{split: train}`), which `data=supervised`
-reads. Queries render with the same template as training (`prompts.UniNER.query`).
+reads. Queries render in the prompt style the model was trained with (`prompts.PromptStyle`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from uniner.data import readers
-from uniner.data.prompts import UniNER
+from uniner.data.prompts import PromptStyle, UniNER
 from uniner.data.records import Passage
 from uniner.data.sources import (
     dataset_entries,
@@ -50,7 +50,7 @@ class Query:
     sentence: str = ""
 
     def gold_text(self) -> str:
-        return UniNER.answer(self.gold)
+        return PromptStyle.answer(self.gold)
 
 
 def dataset_queries(ds: Mapping, max_sentences: int | None = None) -> list[Query]:
@@ -123,11 +123,7 @@ def load_benchmark(benchmark) -> tuple[list[Query], list[str]]:
                          max_sentences=benchmark.get("max_sentences"))
 
 
-def query_item(q: Query) -> dict:
-    """A query in the official evaluation form: one question per item, the gold answer last."""
-    style = UniNER()
-    return {"id": q.id, "conversations": [
-        {"from": "human", "value": f"Text: {q.text}"},
-        {"from": "gpt", "value": style.read_reply},
-        {"from": "human", "value": style.question(q.type)},
-        {"from": "gpt", "value": q.gold_text()}]}
+def query_item(q: Query, style: PromptStyle | None = None) -> dict:
+    """A query in the official evaluation form: one question per item, the gold answer last,
+    in `style`'s turns (default `UniNER`)."""
+    return (style or UniNER()).item(q.id, q.text, [(q.type, q.gold_text())])

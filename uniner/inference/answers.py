@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from uniner.data.prompts import PromptStyle
 from uniner.inference.engine import (
     BATCH_TOKENS,
     Engine,
@@ -63,9 +64,11 @@ def generate_answers(model, tokenizer, prompts: Sequence[list[int]], *, max_new_
 
 def answer_queries(model, tokenizer, queries: Sequence, *, max_new_tokens: int = 256,
                    batch_size: int = 32, prompt_cache: dict | None = None,
-                   batch_tokens: int = BATCH_TOKENS, decoding: str = "greedy") -> list[str]:
+                   batch_tokens: int = BATCH_TOKENS, decoding: str = "greedy",
+                   style: PromptStyle | None = None) -> list[str]:
     """Greedy answers to (text, type) queries (objects with `.text` and `.type`, such as
-    `benchmark.Query`), each rendered with the training template up to `ASSISTANT:`.
+    `benchmark.Query`), each rendered in the prompt style the model was trained with (default
+    `UniNER`) up to where the answer starts.
 
     Answered by `engine.Engine` with at most `batch_size` queries and `batch_tokens` KV slots a
     batch. `prompt_cache` maps (text, type) to prompt ids and is filled as queries are encoded,
@@ -73,8 +76,8 @@ def answer_queries(model, tokenizer, queries: Sequence, *, max_new_tokens: int =
     """
     cache = {} if prompt_cache is None else prompt_cache
     new = list(dict.fromkeys((q.text, q.type) for q in queries if (q.text, q.type) not in cache))
-    cache.update(zip(new, encode_queries(new, tokenizer)))
     engine = Engine(model, tokenizer, max_new_tokens=max_new_tokens, batch_tokens=batch_tokens,
-                    batch_rows=batch_size, decoding=decoding)
+                    batch_rows=batch_size, decoding=decoding, style=style)
+    cache.update(zip(new, encode_queries(new, tokenizer, engine.style)))
     return engine.answer_prompts([cache[(q.text, q.type)] for q in queries],
                                  [q.text for q in queries])

@@ -2,12 +2,15 @@
 
 `Engine` answers prompts with greedy decoding written by hand:
 - **shared prefixes**: the queries of one text share their prompt up to the type's name (the
-  passage, the read reply, `USER: What describes`); that prefix is computed once per text, its
+  passage, the read reply, the question's head: `USER: What describes` in the `uniner` style, the
+  template's user header and `What describes` in the `chat` style); that prefix is computed once
+  per text, its
   cache copied to every query of the text, and only each type's few suffix tokens are prefilled;
 - **token-budget batches** (`plan_batches`): texts sorted by length, as many queries per batch as
   fit `batch_tokens` KV slots (prefix + suffix + new tokens per row) and `batch_rows` rows;
   prefixes and suffixes are left-padded, positions counted over real tokens only;
-- a row stops at EOS or at the first token holding `]` (the official parser reads up to the first
+- a row stops at the prompt style's stop tokens (EOS; a chat template's end of turn) or at the
+  first token holding `]` (the official parser reads up to the first
   `]`); finished rows are dropped from the cache once they are half of the batch.
 Greedy answers are the same as one-query-at-a-time `model.generate` (tests/test_extract.py).
 `decoding="constrained"` masks the logits with `grammar.SpanListGrammar`.
@@ -24,7 +27,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from uniner.data.encoding import encode_prompt, encode_prompts
-from uniner.data.prompts import UniNER
+from uniner.data.prompts import PromptStyle, UniNER
 from uniner.inference.grammar import ConstrainedRow, SpanListGrammar, TokenTrie
 
 DECODINGS = ("greedy", "constrained")
@@ -38,10 +41,13 @@ def closing_token_ids(tokenizer) -> list[int]:
     return [i for i, tok in enumerate(vocab) if tok and "]" in tok]
 
 
-def encode_queries(queries: Sequence[tuple[str, str]], tokenizer) -> list[list[int]]:
-    """`encoding.encode_prompts` of every (text, type) query in the training template."""
-    style = UniNER()
-    return encode_prompts([style.query(text, type_) for text, type_ in queries], tokenizer)
+def encode_queries(queries: Sequence[tuple[str, str]], tokenizer,
+                   style: PromptStyle | None = None) -> list[list[int]]:
+    """`encoding.encode_prompts` of every (text, type) query in the prompt style the model was
+    trained with (default `UniNER`, the recipe's)."""
+    style = style or UniNER()
+    return encode_prompts([style.query(text, type_) for text, type_ in queries], tokenizer,
+                          auto_bos=style.auto_bos)
 
 
 def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
@@ -153,13 +159,16 @@ class Engine:
         batch_tokens: KV slots per batch (rows x (prompt + new tokens)); bounds cache memory.
         batch_rows: queries per batch at most.
         decoding: `greedy`, or `constrained` (only JSON lists of strings found in the text).
-        early_stop: stop a row at EOS or `]`; False decodes exactly `max_new_tokens` (benchmarks
-            of random-init models, which never stop on their own).
+        early_stop: stop a row at a stop token or `]`; False decodes exactly `max_new_tokens`
+            (benchmarks of random-init models, which never stop on their own).
+        style: the prompt style the model was trained with (default `UniNER`); renders the
+            queries of `answer` and gives the stop tokens.
     """
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 256,
                  batch_tokens: int = BATCH_TOKENS, batch_rows: int = BATCH_ROWS,
-                 decoding: str = "greedy", early_stop: bool = True):
+                 decoding: str = "greedy", early_stop: bool = True,
+                 style: PromptStyle | None = None):
         if decoding not in DECODINGS:
             raise ValueError(f"decoding={decoding!r}: choose one of {', '.join(DECODINGS)}")
         if max_new_tokens < 1 or batch_tokens < 1 or batch_rows < 1:
@@ -171,24 +180,25 @@ class Engine:
         self.decoding, self.early_stop = decoding, early_stop
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
-        self.eos = tokenizer.eos_token_id
+        self.style = style or UniNER()
+        self.stops = set(self.style.stop_ids(tokenizer))
         self.closing = set(closing_token_ids(tokenizer))
         self._trie: TokenTrie | None = None
         self._allowed_cache: dict[str, dict] = {}  # text -> grammar state -> allowed ids
-        self._style = UniNER()
         # transformers 5.x renamed `past_key_values` to `cache` (the old name warns)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters \
             else "past_key_values"
 
     def prompt(self, text: str, type_: str) -> list[int]:
-        """The ids of a (text, type) query, as training renders it up to `ASSISTANT:`."""
-        return encode_prompt(self._style.query(text, type_), self.tokenizer)
+        """The ids of a (text, type) query, as training renders it up to the answer."""
+        return encode_prompt(self.style.query(text, type_), self.tokenizer,
+                             auto_bos=self.style.auto_bos)
 
     def answer(self, queries: Sequence[tuple[str, str]],
                progress: Callable[[int], None] | None = None) -> list[str]:
         """Answers (stripped text) to (text, type) queries, in the order given."""
-        prompts = encode_queries(queries, self.tokenizer)
+        prompts = encode_queries(queries, self.tokenizer, self.style)
         return self.answer_prompts(prompts, [text for text, _ in queries], progress)
 
     @torch.inference_mode()
@@ -282,7 +292,7 @@ class Engine:
                 if constrained is not None:
                     constrained[q].advance(self._trie.strings[token])
                     running[r] = not constrained[q].done
-                elif self.early_stop and (token == self.eos or token in self.closing):
+                elif self.early_stop and (token in self.stops or token in self.closing):
                     running[r] = False
             if not any(running) or step == self.max_new_tokens - 1:
                 break
@@ -298,7 +308,8 @@ class Engine:
             position = position + 1
         if constrained is not None:
             return [c.answer() for c in constrained]
-        return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+        return [self.tokenizer.decode(t[:-1] if t and t[-1] in self.stops else t,
+                                      skip_special_tokens=True).strip() for t in tokens]
 
     def _constrained_choice(self, logits, live: list[int], running: list[bool],
                             rows: list[ConstrainedRow]) -> torch.Tensor:

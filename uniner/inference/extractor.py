@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from uniner.data.prompts import PromptStyle
 from uniner.data.spans import occurrences
 from uniner.evaluation.metric import parse_mentions
 from uniner.inference.engine import BATCH_ROWS, BATCH_TOKENS, Engine
@@ -59,19 +60,21 @@ class Extractor:
         # [[Entity(text='Ada Lovelace', type='person', start=0, end=12), ...]]
 
     Args:
-        model: a causal LM trained with the UniNER template.
+        model: a causal LM trained on UniNER conversations.
         tokenizer: its tokenizer.
+        style: the prompt style it was trained with (default `UniNER`; `from_pretrained` reads
+            an export's).
         **engine: `Engine` options (max_new_tokens, batch_tokens, batch_rows, decoding).
     """
 
-    def __init__(self, model, tokenizer, **engine):
-        self.engine = Engine(model, tokenizer, **engine)
+    def __init__(self, model, tokenizer, *, style: PromptStyle | None = None, **engine):
+        self.engine = Engine(model, tokenizer, style=style, **engine)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = None,
                         dtype: str | None = None, quant=None, max_new_tokens: int = 256,
                         batch_tokens: int = BATCH_TOKENS, batch_rows: int = BATCH_ROWS,
-                        decoding: str = "greedy") -> Extractor:
+                        decoding: str = "greedy", prompt: str | None = None) -> Extractor:
         """Load an export of `uniner-train` (adapter, merged or full model) or any HF causal LM
         directory or hub id (e.g. a released UniNER model).
 
@@ -82,11 +85,14 @@ class Extractor:
             quant: a `quant` group (`{"name": "nf4", "bits": 4}`) to load the base in; None = as
                 trained.
             max_new_tokens, batch_tokens, batch_rows, decoding: see `Engine`.
+            prompt: the prompt style (`uniner`, `chat`); None = as trained (the export records
+                it; `uniner` for other model directories).
         """
-        from uniner.model.export import load_trained
+        from uniner.model.export import load_trained, trained_style
 
         model, tokenizer = load_trained(path, quant=quant, device=device, dtype=dtype)
-        return cls(model, tokenizer, max_new_tokens=max_new_tokens, batch_tokens=batch_tokens,
+        return cls(model, tokenizer, style=trained_style(path, tokenizer, prompt),
+                   max_new_tokens=max_new_tokens, batch_tokens=batch_tokens,
                    batch_rows=batch_rows, decoding=decoding)
 
     def extract(self, texts: str | Sequence[str], types: Sequence[str] | Sequence[Sequence[str]],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from uniner.data.prompts import UniNER
+from uniner.data.prompts import PromptStyle
 
 
 class SpanListGrammar:
@@ -112,4 +112,4 @@ class ConstrainedRow:
     def answer(self) -> str:
         # an answer cut off by max_new_tokens closes after its last complete item; a repeated
         # item is listed once, as the official parser reads it
-        return UniNER.answer(dict.fromkeys(self.items or []))
+        return PromptStyle.answer(dict.fromkeys(self.items or []))

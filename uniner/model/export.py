@@ -1,6 +1,7 @@
 """Export of a trained student and its reload: `export` writes a directory that plain
 `transformers` / `peft` can load (an adapter, a merged or a full model), `load_trained` loads it
-back with the numerics it was trained with.
+back with the numerics it was trained with, `trained_style` gives the prompt style it was trained
+with (recorded in `uniner_export.json`), the one inference renders its queries in.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from uniner.config import redact
+from uniner.data.prompts import PromptStyle, prompt_style
 from uniner.model.backbone import (
     DTYPE_NAMES,
     QuantArgs,
@@ -127,7 +129,7 @@ def _merged_model(peft_model):
 
 
 def export(model, tokenizer, out_dir, *, merge_lora: bool = False,
-           resolved_config: dict | None = None) -> Path:
+           resolved_config: dict | None = None, prompt: str = "uniner") -> Path:
     """Write a trained student so plain `transformers` / `peft` (and `load_trained`) load it.
 
     Layouts:
@@ -138,7 +140,7 @@ def export(model, tokenizer, out_dir, *, merge_lora: bool = False,
           the compute dtype first.
         - Full finetune: the full model.
     Always the tokenizer, `uniner_config.yaml` (the resolved config with secret-looking keys
-    redacted) and `uniner_export.json` (layout, base, quantization to reload with).
+    redacted) and `uniner_export.json` (layout, base, quantization to reload with, prompt style).
 
     Args:
         model: the trained model from `build_backbone`.
@@ -146,6 +148,7 @@ def export(model, tokenizer, out_dir, *, merge_lora: bool = False,
         out_dir: the export directory (created).
         merge_lora: fold the LoRA update into the base and write a full model.
         resolved_config: the run's config, written as `uniner_config.yaml`.
+        prompt: the prompt style the model was trained with (`prompts.prompt_styles`).
 
     Returns:
         The absolute export directory.
@@ -157,7 +160,7 @@ def export(model, tokenizer, out_dir, *, merge_lora: bool = False,
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    info: dict = {"format": "full", "base": None, "quant": None}
+    info: dict = {"format": "full", "base": None, "quant": None, "prompt": prompt}
     if isinstance(model, PeftModel) and merge_lora:
         _merged_model(model).save_pretrained(out)
         info["format"] = "merged"
@@ -208,7 +211,8 @@ def load_trained(path, *, quant=None, device=None, dtype: str | None = None):
             compute dtype, else auto.
 
     Returns:
-        `(model, tokenizer)`: the model in eval mode and a left-padding tokenizer.
+        `(model, tokenizer)`: the model in eval mode and a left-padding tokenizer; the prompt
+        style to query it in is `trained_style(path, tokenizer)`.
     """
     from peft import PeftConfig, PeftModel
 
@@ -250,3 +254,16 @@ def load_trained(path, *, quant=None, device=None, dtype: str | None = None):
     if q.bits or saved is not None:
         keep_4bit_layout(model)
     return model.eval(), tokenizer
+
+
+def trained_prompt(path) -> str:
+    """The name of the prompt style an export was trained with; `uniner` (the recipe's template)
+    for an export that records none and for any other model directory or hub id."""
+    info = Path(path) / EXPORT_INFO
+    return (json.loads(info.read_text()).get("prompt") if info.is_file() else None) or "uniner"
+
+
+def trained_style(path, tokenizer, prompt: str | None = None) -> PromptStyle:
+    """The prompt style to query the model at `path` in: `prompt` when given (an override), else
+    the one it was trained with (`trained_prompt`), for its `tokenizer`."""
+    return prompt_style(prompt or trained_prompt(path), tokenizer)

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from uniner.data.prompts import PromptStyle
 from uniner.evaluation.benchmark import Query
 from uniner.evaluation.scoring import Evaluation, evaluate, flat_metrics
 from uniner.inference.answers import answer_queries
@@ -37,16 +38,18 @@ class NERModule(pl.LightningModule):
         max_new_tokens: answer length limit at generation (256 as the official protocol).
         generation_batch_size: queries per `generate` call.
         metric: the test metric, as `uniner-eval`'s: `uniner`, `strict` or `both`.
+        style: the prompt style the data renders with (default `UniNER`): val and test queries
+            are asked in it.
     """
 
     def __init__(self, model, tokenizer, optimizer: Callable, *, warmup_ratio: float = 0.04,
                  max_new_tokens: int = 256, generation_batch_size: int = 32,
-                 metric: str = "uniner"):
+                 metric: str = "uniner", style: PromptStyle | None = None):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_factory, self.warmup_ratio = optimizer, warmup_ratio
         self.max_new_tokens, self.generation_batch_size = max_new_tokens, generation_batch_size
-        self.metric = metric
+        self.metric, self.style = metric, style
         self.val_queries: list[Query] = []
         self.test_queries: list[Query] = []
         self.test_results: dict[str, dict] = {}
@@ -94,7 +97,8 @@ class NERModule(pl.LightningModule):
         """Greedy answers to queries (prompt ids cached per (text, type))."""
         return answer_queries(self.model, self.tokenizer, queries,
                               max_new_tokens=self.max_new_tokens,
-                              batch_size=self.generation_batch_size, prompt_cache=self._prompts)
+                              batch_size=self.generation_batch_size, prompt_cache=self._prompts,
+                              style=self.style)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         if isinstance(batch, list):  # test queries: text, tokenized when answered
