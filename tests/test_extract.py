@@ -16,11 +16,11 @@ from transformers import StoppingCriteriaList
 from uniner import Extractor
 from uniner.cli.predict import parse_jsonl
 from uniner.config import CONF_DIR
+from uniner.data.answers import parse_mentions
 from uniner.data.encoding import encode_prompt
 from uniner.data.prompts import UniNER
 from uniner.data.records import DataError
 from uniner.evaluation.benchmark import Query
-from uniner.evaluation.metric import parse_mentions
 from uniner.inference.answers import ListClosed, answer_queries, generate_answers
 from uniner.inference.engine import Engine, closing_token_ids, encode_queries, plan_batches
 from uniner.inference.extractor import Entity, ground_entities

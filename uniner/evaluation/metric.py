@@ -6,22 +6,21 @@ reproduced operation for operation, parser quirks included, so that published nu
 to the digit; it also counts what the quirks hide (malformed outputs) and the empty-query
 false-positive rate. The strict metric (`strict_scores`) grounds predicted strings in the
 sentence and scores exact (sentence, start, end, type) spans, as span-based peers (GLiNER,
-InstructUIE) report. One parser (`_items`) reads the official answer format for both.
+InstructUIE) report. Both read answers with the one parser, `uniner.data.answers.read_items`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
+from uniner.data.answers import parse_mentions, read_items
 from uniner.data.spans import occurrences
 
 # --------------------------------------------------------------------------- official metric
 
-_LEADING_LIST = re.compile(r"\[(.*?)\]")  # re.match: at the start only; `.` stops at newlines
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _DROP_PUNCT = str.maketrans("", "", string.punctuation)  # ASCII punctuation only, as official
 _GUARD = 1e-10
@@ -35,37 +34,9 @@ def normalize_answer(s: str) -> str:
     return " ".join(_ARTICLES.sub(" ", s.lower().translate(_DROP_PUNCT)).split())
 
 
-def _items(text) -> tuple[list, bool]:
-    """The official parser's reading of an output: (raw items, malformed).
-
-    The leading `[...]` (from the text's start up to the first `]`), `json.loads`-ed; a
-    non-string text, no leading list, a JSON error or an item that is neither a string nor a
-    list of strings gives no items (official: `[]`), malformed unless the text is blank.
-    """
-    if not isinstance(text, str):  # official: re.match raises TypeError -> []
-        return [], True
-    if text == "[]":  # by far the most common answer
-        return [], False
-    match = _LEADING_LIST.match(text)
-    if match is None:
-        return [], bool(text.strip())
-    try:
-        items = json.loads(match.group())
-    except Exception:  # JSONDecodeError, RecursionError: the official bare `except Exception`
-        return [], True
-    for item in items:
-        # Official: list items become tuples of normalised elements (unreachable through the
-        # leading match, which ends at the first `]`; kept so the item rules are the same).
-        # A number, null, bool, object or non-string element: normalize_answer raises -> [].
-        if not (isinstance(item, str)
-                or isinstance(item, list) and all(isinstance(e, str) for e in item)):
-            return [], True
-    return items, False
-
-
 def _parse(text) -> tuple[tuple, bool]:
     """(normalised distinct items, malformed) with the official parser's semantics."""
-    items, bad = _items(text)
+    items, bad = read_items(text)
     return tuple(dict.fromkeys(normalize_answer(i) if isinstance(i, str)
                                else tuple(normalize_answer(e) for e in i) for i in items)), bad
 
@@ -210,20 +181,6 @@ def ground_spans(text: str, items: Iterable[str]) -> Grounding:
 def ground(text: str, items: Iterable[str]) -> list[tuple[int, int]]:
     """Sorted distinct character spans of the predicted strings in `text` (see `ground_spans`)."""
     return ground_spans(text, items).spans
-
-
-def parse_mentions(text: str) -> tuple[list, bool]:
-    """Raw (un-normalised) distinct items of an output and whether it was malformed.
-
-    The official parser's reading (`_items`), so an output the official metric reads as `[]`
-    has no mentions here either; items keep their case and punctuation.
-    """
-    items, bad = _items(text)
-    out: list = []
-    for item in items:
-        if item not in out:  # list items are unhashable
-            out.append(item)
-    return out, bad
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uniner.data.answers import parse_mentions
 from uniner.data.readers import json_lines
 from uniner.data.records import DataError
 from uniner.evaluation.benchmark import Query
 from uniner.evaluation.metric import (
     SpanQuery,
     ground_spans,
-    parse_mentions,
     score_by,
     score_queries,
     strict_scores,

@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from uniner.data.answers import parse_mentions
 from uniner.data.prompts import PromptStyle
 from uniner.data.spans import occurrences
-from uniner.evaluation.metric import parse_mentions
 from uniner.inference.engine import BATCH_ROWS, BATCH_TOKENS, Engine
 
 
