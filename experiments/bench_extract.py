@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from uniner.config import CONF_DIR
-from uniner.data.sources import dataset_entries
+from uniner.data.datasets import dataset_entries
 from uniner.evaluation.benchmark import dataset_queries, load_benchmark
 from uniner.inference.answers import generate_answers
 from uniner.inference.engine import Engine, encode_queries

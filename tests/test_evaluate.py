@@ -15,10 +15,11 @@ from omegaconf import OmegaConf
 from uniner.cli import eval as evaluate
 from uniner.cli import prepare
 from uniner.config import CONF_DIR
+from uniner.data.datasets import dataset_entries
 from uniner.data.readers import read_uniner_json
 from uniner.data.records import DataError
 from uniner.data.sampling import NegativeSampler
-from uniner.data.sources import dataset_entries, load_passages
+from uniner.data.sources import load_passages
 from uniner.evaluation import scoring
 from uniner.evaluation.benchmark import build_queries, load_benchmark
 from uniner.evaluation.metric import SpanQuery, ground_spans, strict_scores

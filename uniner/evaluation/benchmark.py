@@ -15,15 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from uniner.data import readers
+from uniner.data.datasets import dataset_entries, dataset_source, dataset_types
 from uniner.data.prompts import PromptStyle, UniNER
 from uniner.data.records import Passage
-from uniner.data.sources import (
-    dataset_entries,
-    dataset_source,
-    dataset_types,
-    load_passages,
-    source_file,
-)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +50,7 @@ class Query:
 def dataset_queries(ds: Mapping, max_sentences: int | None = None) -> list[Query]:
     """The queries of one benchmark dataset; `max_sentences` keeps the first sentences only."""
     name, domain = ds["name"], ds.get("domain", "general")
-    source = dataset_source(ds)
+    source, _ = dataset_source(ds)
     if source["format"] == "uniner_json":
         items = readers.read_uniner_json(source["path"])
         sentence, previous, out = -1, None, []
@@ -68,7 +62,7 @@ def dataset_queries(ds: Mapping, max_sentences: int | None = None) -> list[Query
             out.append(Query(item["id"], name, domain, item["text"], item["type"],
                              tuple(item["gold"]), sentence=f"{name}_{sentence}"))
         return out
-    passages = load_passages(source)
+    passages = readers.read_source(source)
     types = dataset_types(ds, source, passages)  # of the whole dataset, also with max_sentences
     passages = passages[:max_sentences]
     if ds.get("queries", "all_types") == "file":  # only what the file itself asks
@@ -101,7 +95,7 @@ def build_queries(datasets, *, strict_files: bool = False, max_sentences: int | 
     """
     queries, missing = [], []
     for ds in dataset_entries(datasets):
-        path = source_file(dataset_source(ds))
+        _, path = dataset_source(ds)
         if not path.exists():
             if strict_files:
                 raise FileNotFoundError(f"benchmark dataset {ds['name']}: {path} not found")
