@@ -1,10 +1,12 @@
-"""Corpus statistics: counts, token lengths and the paper's head/tail type table."""
+"""Corpus statistics: counts, token lengths, the paper's head/tail type table and the
+type-frequency plot."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -92,3 +94,28 @@ def stats_markdown(stats: dict) -> str:
         lines.append(f"| {row['tier']} | {row['types']:,} | {row['mention_share']:.1%} | "
                      f"{', '.join(row['examples'])} |")
     return "\n".join(lines) + "\n"
+
+
+def type_frequency_plot(passages: list[Passage], path: Path) -> None:
+    """Entity types ranked by mention count, log-log (the long tail the paper describes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = Counter(m.type for p in passages for m in p.mentions)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    if ranked:
+        ax.loglog(range(1, len(ranked) + 1), [c for _, c in ranked], marker=".", lw=1)
+        for rank, (name, c) in enumerate(ranked[:5], 1):
+            ax.annotate(name, (rank, c), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    else:
+        ax.text(0.5, 0.5, "no entities", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("type rank")
+    ax.set_ylabel("mentions")
+    ax.set_title(f"{len(ranked):,} entity types, "
+                 f"{sum(counts.values()):,} mentions in {len(passages):,} passages")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,2 +1,2 @@
-"""Stage 0, distillation: raw text -> passages annotated by a teacher LLM (client, cache, answer
-parsing)."""
+"""Stage 0, distillation: raw text -> passages annotated by a teacher LLM (chunking of documents
+into passages, the teacher client and its cache, answer parsing and grounding)."""
