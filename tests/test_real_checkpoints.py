@@ -4,7 +4,7 @@ user's run takes: `from_pretrained`, which returns a model in eval mode), traine
 `pl.Trainer` on the CPU for every allowed `quant` x `adapter` x `gradient_checkpointing`.
 
 Checked inside Lightning at each training step: every module of the model is in train mode;
-gradient checkpointing recomputes (a decoder layer's forward pre-hook fires twice a step) when on
+gradient checkpointing recomputes (the first module of a decoder layer runs twice a step) when on
 and not when off; LoRA dropout really drops (its output differs from its input). Validation runs
 in eval mode in between. After fit, `export` reloads through `load_trained` to identical logits.
 """
@@ -95,8 +95,10 @@ class Probe(pl.Callback):
         self.val_training: list[list[str]] = []
         self._step: dict | None = None
         layer = base_of(model).model.layers[0]
-        # a pre-hook: non-reentrant checkpointing may stop a recompute before the layer returns
-        layer.register_forward_pre_hook(self._layer_ran)
+        # transformers checkpoints the layer's `forward`, so the layer's own hooks stay outside the
+        # checkpoint; its first submodule runs again when the backward pass recomputes (a pre-hook:
+        # non-reentrant checkpointing stops a recompute once it has what the backward needs)
+        layer.input_layernorm.register_forward_pre_hook(self._layer_ran)
         self.dropout = None
         q_proj = layer.self_attn.q_proj
         if hasattr(q_proj, "lora_dropout"):

@@ -333,8 +333,8 @@ def build_backbone(backbone, quant, adapter, *, device=None, seed: int | None = 
             uses the global RNG (the caller's `seed_everything`).
 
     Returns:
-        `(model, tokenizer)`: a causal LM (a `PeftModel` with LoRA) and its right-padding
-        tokenizer.
+        `(model, tokenizer)`: a causal LM (a `PeftModel` with LoRA) in train mode and its
+        right-padding tokenizer.
 
     Raises:
         ValueError: see `validate`.
@@ -370,4 +370,7 @@ def build_backbone(backbone, quant, adapter, *, device=None, seed: int | None = 
             model = get_peft_model(model, LoraConfig(
                 r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, bias="none",
                 target_modules=a.target_modules, task_type="CAUSAL_LM"))
+    # `from_pretrained` (every hub id, `backbone.path` and quantized model) returns eval mode, and
+    # transformers checkpoints activations only in train mode: hand back a model ready to train
+    model.train()
     return model, tokenizer

@@ -60,6 +60,12 @@ class NERModule(pl.LightningModule):
         # checkpoints hold only trainable weights (a frozen 7B base is rebuilt from the backbone)
         self.strict_loading = False
 
+    def on_fit_start(self):
+        # Lightning (>= 2.2) keeps each submodule's mode, and a model loaded by `from_pretrained`
+        # is in eval mode: no dropout, and transformers then skips gradient checkpointing.
+        # Validation still runs in eval mode (Lightning captures this mode and restores it).
+        self.model.train()
+
     def forward(self, **batch):
         return self.model(**batch)
 
