@@ -76,6 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--attn", default="sdpa", help="sdpa | eager | flash_attention_2")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--modes", default="max_length,longest,packed")
+    ap.add_argument("--pad-to-multiple-of", type=int, default=None,
+                    help="data.pad_to_multiple_of: padded widths a multiple of this")
+    ap.add_argument("--no-cudnn-sdpa", action="store_true",
+                    help="diagnostic: keep SDPA off cuDNN (a graph built per new shape)")
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--batch-size", type=int, default=2, help="rows a batch (packed rows)")
     ap.add_argument("--batch-tokens", type=int, default=None, help="token budget instead of rows")
@@ -100,6 +104,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def measure(mode: str, args: dict) -> dict:
     """One mode in this (fresh) process: build everything, train, time the steps."""
     cuda = args["device"] == "cuda"
+    if args["no_cudnn_sdpa"]:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     vocab = len(AutoTokenizer.from_pretrained(args["tokenizer"]))
     arch = {**ARCHS[args["arch"]], "vocab_size": vocab,
             "max_position_embeddings": max(2048, args["max_length"])}
@@ -116,7 +122,8 @@ def measure(mode: str, args: dict) -> dict:
     dm = NERDataModule({"format": "bio", "path": args["data"]},
                        NegativeSampler(strategy="frequency", k=args["negatives"], seed=0),
                        max_length=args["max_length"], batch_size=args["batch_size"],
-                       batch_tokens=args["batch_tokens"], seed=0, **MODES[mode])
+                       batch_tokens=args["batch_tokens"], seed=0,
+                       pad_to_multiple_of=args["pad_to_multiple_of"], **MODES[mode])
     dm.connect(tokenizer)
     dm.setup("fit")
     lengths = row_lengths(dm.encode(dm.train_passages, 0))
@@ -145,6 +152,7 @@ def measure(mode: str, args: dict) -> dict:
             "padding_share": 1 - sum(meter.tokens) / sum(meter.cells),
             "rows_per_batch": statistics.mean(meter.rows),
             "peak_memory_gib": peak / 2**30,
+            "distinct_widths": len(set(meter.widths)),
             "n_params": n_params,
             "attn_implementation": base.config._attn_implementation,
             "conversations": len(lengths),
@@ -159,6 +167,7 @@ class StepMeter(pl.Callback):
     def __init__(self, warmup: int, cuda: bool):
         self.warmup, self.cuda = warmup, cuda
         self.step_s, self.ends, self.tokens, self.cells, self.rows = [], [], [], [], []
+        self.widths = []
         self._start = 0.0
 
     def _now(self) -> float:
@@ -178,18 +187,19 @@ class StepMeter(pl.Callback):
         self.tokens.append(int(batch["num_tokens"]))
         self.cells.append(batch["input_ids"].numel())
         self.rows.append(batch["input_ids"].shape[0])
+        self.widths.append(batch["input_ids"].shape[1])
 
 
 def table(results: dict, args: argparse.Namespace) -> str:
-    lines = ["| mode | non-pad tok/s | x max_length | step s | padding | rows | peak GiB |"
+    lines = ["| mode | non-pad tok/s | x max_length | step s | padding | rows | widths | peak GiB |"
              + (" MFU |" if args.peak_tflops else ""),
-             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.peak_tflops else "")]
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.peak_tflops else "")]
     base = results.get("max_length", {}).get("tokens_per_s")
     for mode, r in results.items():
         ratio = f"{r['tokens_per_s'] / base:.2f}x" if base else "-"
         line = (f"| {mode} | {r['tokens_per_s']:,.0f} | {ratio} | {r['step_s']:.3f} | "
                 f"{r['padding_share']:.1%} | {r['rows_per_batch']:.1f} | "
-                f"{r['peak_memory_gib']:.2f} |")
+                f"{r['distinct_widths']} | {r['peak_memory_gib']:.2f} |")
         if args.peak_tflops:
             line += f" {r['mfu']:.1%} |"
         lines.append(line)
