@@ -203,3 +203,28 @@ def test_the_module_trains_a_model_handed_over_in_eval_mode(checkpoints, tmp_pat
     assert [s["layer_calls"] for s in probe.steps] == [2] * STEPS  # custom: checkpointing on
     assert all(s["dropout_changed"] and all(s["dropout_changed"]) for s in probe.steps)
     assert all(training == [] for training in probe.val_training)
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp", "fsdp", "deepspeed"])
+def test_gpu_trainers_pack_pad_to_64_and_allow_tf32(trainer):
+    cfg = compose_train(f"trainer={trainer}")
+    assert (cfg.data.packing, cfg.data.pad_to_multiple_of) == (True, 64)
+    assert cfg.float32_matmul_precision == "high"
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
+    assert cfg.trainer.max_epochs == 3 and "data" not in cfg.trainer  # cpu.yaml under `trainer`
+    # the command line (and experiments, later in the defaults list) still decide
+    cfg = compose_train(f"trainer={trainer}", "data.packing=false", "data.pad_to_multiple_of=null")
+    assert (cfg.data.packing, cfg.data.pad_to_multiple_of) == (False, None)
+
+
+def test_the_cpu_trainer_keeps_the_official_padding():
+    cfg = compose_train()
+    assert (cfg.trainer.accelerator, cfg.data.packing, cfg.data.pad_to_multiple_of) == \
+        ("cpu", False, None)
+    assert cfg.float32_matmul_precision == "highest"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -44,6 +45,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Fit, test on `cfg.benchmark`, export; returns the logged metrics."""
     out = Path(HydraConfig.get().runtime.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     model, tokenizer = build_backbone(cfg.backbone, cfg.quant, cfg.adapter)
     style = prompt_style(cfg.prompt, tokenizer)  # training rows, val and test queries, export
 
