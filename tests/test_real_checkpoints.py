@@ -19,11 +19,13 @@ from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoModelForCausalLM
 
-# the library under test, in one place (the package layout is being reorganised)
-from uniner.backbone import build_backbone, build_tokenizer, export, load_trained
 from uniner.config import asset
-from uniner.data import collate
-from uniner.module import NERModule
+from uniner.data.datamodule import collate
+
+# the library under test, in one place (the package layout is being reorganised)
+from uniner.model.backbone import build_backbone, build_tokenizer
+from uniner.model.export import export, load_trained
+from uniner.model.module import NERModule
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # the architecture families the backbone configs name (llama-*, mistral-7b, qwen2.5-*), tiny:
