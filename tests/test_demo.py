@@ -331,3 +331,202 @@ def test_an_engine_failure_is_a_message_not_a_traceback():
     assert not ans.ok
     assert "Extraction failed" in ans.message and "CUDA out of memory." in ans.message
     assert "Traceback" not in ans.message and "Tried to allocate" not in ans.message
+
+
+# ------------------------------------------------------------------------------ in a real browser
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def need(ok: bool, why: str) -> None:
+    """Skip on a developer's machine without the browser; fail in CI (`CI` set)."""
+    if not ok:
+        msg = f"{why} (CI installs it: see .ci/run)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    path = os.environ.get("UNINER_CHROMIUM") or shutil.which("chromium") or CHROMIUM
+    need(Path(path).is_file(), f"no Chromium at {path}: apt-get install chromium")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        need(False, "Playwright is not installed: pip install -e '.[dev]'")
+    return path
+
+
+@pytest.fixture(scope="session")
+def overfit_export(tmp_path_factory) -> Path:
+    """The `experiment=overfit` model's export (trained once a session, ~2-4 min on 2 cores);
+    `UNINER_DEMO_CHECKPOINT=<export>` reuses one."""
+    reuse = os.environ.get("UNINER_DEMO_CHECKPOINT")
+    if reuse:
+        return Path(reuse)
+    tmp = tmp_path_factory.mktemp("overfit")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    done = subprocess.run([sys.executable, "-m", "uniner.train", "experiment=overfit",
+                           "logger=none", f"hydra.run.dir={tmp / 'run'}",
+                           f"data.cache_dir={tmp / 'cache'}"], cwd=tmp, env=env,
+                          capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return tmp / "run" / "export"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def demo_url(overfit_export, tmp_path_factory):
+    """`uniner-demo` serving the overfit model on 127.0.0.1 at a free port."""
+    tmp, port = tmp_path_factory.mktemp("demo"), free_port()
+    log = open(tmp / "demo.log", "w")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "uniner.cli.demo",
+                             f"checkpoint={overfit_export}", "host=127.0.0.1", f"port={port}",
+                             f"hydra.run.dir={tmp}"], cwd=tmp, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 180
+    try:
+        while True:
+            assert proc.poll() is None, (tmp / "demo.log").read_text()[-5000:]
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the demo did not answer in 180 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def gold_spans(index: int) -> tuple[str, list[str], set[tuple[int, int, str]]]:
+    """Passage `index` of the sample, the types it asks, and every occurrence of every gold
+    mention as (start, end, type)."""
+    from uniner.metric import ground_spans
+
+    row = json.loads((ASSETS / "sample.json").read_text(encoding="utf-8"))[index]
+    text, types = sample_examples(n=index + 1)[index]
+    conv = row["conversations"]
+    gold = set()
+    for q, a in zip(conv[2::2], conv[3::2]):
+        type_ = re.fullmatch(r"What describes (.+) in the text\?", q["value"]).group(1)
+        for item in json.loads(a["value"]):
+            gold |= {(s, e, type_) for s, e in ground_spans(text, [item]).spans}
+    return text, types, gold
+
+
+# the highlighted view's pieces in order, as (text, label or null); a line break is its own
+# element there
+READ_HIGHLIGHT = """() => Array.from(document.querySelectorAll(
+    '#uniner-highlight .textfield .token, #uniner-highlight .textfield .line-break')).map(t =>
+    t.classList.contains('line-break') ? ['\\n', null] : [t.querySelector('.text').textContent,
+    t.classList.contains('highlighted') ? t.querySelector('.label').textContent : null])"""
+
+
+def ask(page, text: str, types: str) -> str:
+    """Clear the page, type a text and its types, press Extract, return the status line once the
+    answer (or the message) is in."""
+    page.get_by_role("button", name="Clear").click()
+    page.wait_for_function("() => !document.querySelector('#uniner-status').innerText.trim()")
+    page.locator("#uniner-text textarea").fill(text)
+    page.locator("#uniner-types textarea, #uniner-types input").first.fill(types)
+    page.locator("#uniner-submit").click()
+    page.wait_for_function("() => /⚠|entit/.test(document.querySelector('#uniner-status')"
+                           ".innerText)", timeout=120_000)
+    return page.inner_text("#uniner-status").strip()
+
+
+def shown_json(page) -> list[dict]:
+    text = page.inner_text("#uniner-json")
+    return json.loads(text[text.index("["):])
+
+
+@pytest.mark.slow
+def test_the_page_highlights_the_sample_entities_at_their_offsets(demo_url, chromium, tmp_path):
+    """Headless Chromium pastes a sample passage and its types into the page; the highlighted
+    pieces rebuild the text exactly, and the highlighted ones are the gold entities (every
+    occurrence of every gold mention, typed) at their character offsets, as is the JSON view.
+    sample_000 has 9 entities of 5 types, two with non-ASCII letters (Komárno, Štúrovo); the
+    overfit model answers it exactly (as 44 of the 48 passages)."""
+    from playwright.sync_api import sync_playwright
+
+    text, types, gold = gold_spans(0)
+    assert len(gold) == 9
+    shot = tmp_path / "uniner-demo.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(demo_url, wait_until="networkidle")
+            card = page.inner_text("#uniner-model")
+            assert "overfit" in card and "context 1024 tokens" in card and "greedy" in card
+
+            # bad input: a message in the page, the model not asked
+            assert "No text" in ask(page, "   ", "person")
+            assert "No entity types" in ask(page, text, " , ")
+
+            status = ask(page, text, ", ".join(types))
+            assert status.startswith(f"{len(gold)} entities of 5 types (5 asked, 5 queries)"), \
+                status
+            pieces = page.evaluate(READ_HIGHLIGHT)
+            assert "".join(t for t, _ in pieces) == text  # the page shows the text as typed
+            shown, pos = set(), 0
+            for piece, label in pieces:
+                if label is not None:
+                    shown.add((pos, pos + len(piece), label))
+                pos += len(piece)
+            assert shown == gold, (sorted(gold - shown), sorted(shown - gold))
+            assert {(d["start"], d["end"], d["type"]) for d in shown_json(page)} == gold
+            assert all(text[d["start"]: d["end"]] == d["text"] for d in shown_json(page))
+            page.screenshot(path=str(shot), full_page=True)
+
+            # a text beyond the context (24 passages, ~7,000 characters): read in passages, the
+            # offsets into the whole text (the model never saw such long texts: what it finds is
+            # not checked against gold here, but where it says it found it is)
+            long_text = "\n".join(t for t, _ in sample_examples(n=24))
+            status = ask(page, long_text, "person, city, organization")
+            found = re.search(r"read as (\d+) passages", status)
+            assert found and int(found.group(1)) > 1, status
+            ents = shown_json(page)
+            assert len(ents) >= 3 and max(d["start"] for d in ents) > len(long_text) // 2
+            assert all(long_text[d["start"]: d["end"]] == d["text"] for d in ents)
+            assert "".join(t for t, _ in page.evaluate(READ_HIGHLIGHT)) == long_text
+
+            # a preset fills the types field; an example fills both fields
+            page.locator("#uniner-preset input").click()
+            page.get_by_role("option", name="crossner_politics").click()
+            page.wait_for_function("() => document.querySelector('#uniner-types textarea, "
+                                   "#uniner-types input').value.includes('political party')")
+            page.locator("#uniner-examples").get_by_text(text[:40]).first.click()
+            page.wait_for_function("t => document.querySelector('#uniner-text textarea').value"
+                                   " === t", arg=text)
+            assert page.locator("#uniner-types textarea, #uniner-types input").first \
+                .input_value() == ", ".join(types)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    artifacts = os.environ.get("UNINER_ARTIFACTS")
+    if artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(artifacts) / shot.name)

@@ -416,6 +416,8 @@ CSS = """
                               font-size: 1.05em}
 #uniner-highlight .highlighted {display: inline-block; max-width: 100%; margin: 0 2px;
                                 padding: 0 4px; line-height: 1.8}
+#uniner-highlight .line-break {display: block}
+#uniner-highlight .line-break + .line-break {height: 0.8em}
 """
 
 
@@ -456,13 +458,13 @@ def build_page(demo: Demo, card: str, presets: dict[str, list[str]],
                                 elem_id="uniner-json")
         if examples:
             gr.Examples([[t, ", ".join(ts)] for t, ts in examples], inputs=[text, types],
-                        label="Examples (click one, then Extract)")
+                        label="Examples (click one, then Extract)", elem_id="uniner-examples")
         clear.add([text, types, highlighted, found, status])
-        preset.change(use_preset, preset, types)
+        preset.change(use_preset, preset, types, api_visibility="private")
         outputs = [highlighted, found, status]
-        run.click(submit, [text, types], outputs)
-        text.submit(submit, [text, types], outputs)
-        types.submit(submit, [text, types], outputs)
+        run.click(submit, [text, types], outputs, api_name="extract")
+        for box in (text, types):  # Enter in either box (Shift+Enter: a new line in the text)
+            box.submit(submit, [text, types], outputs, api_visibility="private")
     return page
 
 
