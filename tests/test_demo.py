@@ -134,8 +134,8 @@ def test_offsets_of_entities_in_passages_map_back_onto_the_text():
     expected = sorted(({"text": e.text, "type": e.type, "start": e.start, "end": e.end}
                        for e in whole), key=lambda d: (d["start"], d["end"], d["type"]))
     assert got == expected
-    assert {(d["text"], d["start"]) for d in got} >= {("London", 36), ("Paris", LONG.index("Paris")),
-                                                       ("London", LONG.rindex("London"))}
+    assert {(d["text"], d["start"]) for d in got} >= {
+        ("London", 36), ("Paris", LONG.index("Paris")), ("London", LONG.rindex("London"))}
     for d in got:
         assert LONG[d["start"]: d["end"]] == d["text"]
 
@@ -210,6 +210,17 @@ def test_sample_examples_carry_the_types_their_conversation_asks():
     (text, types), *_ = sample_examples(n=1)
     assert text.startswith("Flooding along the Danube")
     assert types == ["location", "city", "date", "person", "organization"]
+
+
+def test_the_config_composes_with_its_presets():
+    from hydra import compose, initialize_config_dir
+
+    from uniner.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("demo")
+    assert (cfg.checkpoint, cfg.host, cfg.port, cfg.share) == (None, "127.0.0.1", None, False)
+    assert list(dataset_presets(cfg.presets)) == list(cfg.presets)  # each has a label map
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -460,7 +471,7 @@ def shown_json(page) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_the_page_highlights_the_sample_entities_at_their_offsets(demo_url, chromium, tmp_path):
+def test_the_page_highlights_the_sample_entities_at_their_offsets(chromium, demo_url, tmp_path):
     """Headless Chromium pastes a sample passage and its types into the page; the highlighted
     pieces rebuild the text exactly, and the highlighted ones are the gold entities (every
     occurrence of every gold mention, typed) at their character offsets, as is the JSON view.
