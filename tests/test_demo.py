@@ -281,6 +281,19 @@ def test_a_checkpoint_that_cannot_load_is_one_line(tmp_path):
     assert sum("cannot load" in ln for ln in done.stderr.splitlines()) == 1
 
 
+def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # an existing directory that is no model: the port is checked before anything loads
+        done = demo_cli(f"checkpoint={tmp_path}", f"port={port}", cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"uniner-demo: cannot serve on 127.0.0.1:{port}: Address already in use (another server "
+        "there? port=null takes the first free one from 7860)"], done.stderr
+
+
 # ------------------------------------------------------------------------------ the page's answers
 
 
@@ -295,7 +308,7 @@ def make_demo(context=60, max_new_tokens=10, extractor=None, max_chars=10_000):
     ("Ada in London.", "", "No entity types"), ("Ada in London.", " , ", "No entity types"),
     ("x" * 20_001, "person", "Text too long"),
     ("Ada in London.", "a " * 40, "Type names too long"),
-])
+], ids=["empty", "blank", "no-types", "blank-types", "too-long", "long-type-names"])
 def test_bad_input_is_a_message_and_the_model_is_not_asked(text, types, needle):
     demo = make_demo(max_chars=20_000)
     ans = demo.answer(text, types)
@@ -452,14 +465,22 @@ READ_HIGHLIGHT = """() => Array.from(document.querySelectorAll(
     t.classList.contains('highlighted') ? t.querySelector('.label').textContent : null])"""
 
 
-def ask(page, text: str, types: str) -> str:
-    """Clear the page, type a text and its types, press Extract, return the status line once the
-    answer (or the message) is in."""
+def ask(page, text: str, types: str, key: str | None = None) -> str:
+    """Clear the page, type a text and its types, press Extract (or `key`: `Enter` in the types
+    field, `Shift+Enter` in the text), return the status line once the answer (or the message)
+    is in."""
     page.get_by_role("button", name="Clear").click()
     page.wait_for_function("() => !document.querySelector('#uniner-status').innerText.trim()")
-    page.locator("#uniner-text textarea").fill(text)
-    page.locator("#uniner-types textarea, #uniner-types input").first.fill(types)
-    page.locator("#uniner-submit").click()
+    text_box = page.locator("#uniner-text textarea")
+    types_box = page.locator("#uniner-types textarea, #uniner-types input").first
+    text_box.fill(text)
+    types_box.fill(types)
+    if key == "Enter":
+        types_box.press("Enter")
+    elif key == "Shift+Enter":
+        text_box.press("Shift+Enter")
+    else:
+        page.locator("#uniner-submit").click()
     page.wait_for_function("() => /⚠|entit/.test(document.querySelector('#uniner-status')"
                            ".innerText)", timeout=120_000)
     return page.inner_text("#uniner-status").strip()
@@ -492,7 +513,7 @@ def test_the_page_highlights_the_sample_entities_at_their_offsets(chromium, demo
 
             # bad input: a message in the page, the model not asked
             assert "No text" in ask(page, "   ", "person")
-            assert "No entity types" in ask(page, text, " , ")
+            assert "No entity types" in ask(page, text, " , ", key="Enter")
 
             status = ask(page, text, ", ".join(types))
             assert status.startswith(f"{len(gold)} entities of 5 types (5 asked, 5 queries)"), \
@@ -513,7 +534,7 @@ def test_the_page_highlights_the_sample_entities_at_their_offsets(chromium, demo
             # offsets into the whole text (the model never saw such long texts: what it finds is
             # not checked against gold here, but where it says it found it is)
             long_text = "\n".join(t for t, _ in sample_examples(n=24))
-            status = ask(page, long_text, "person, city, organization")
+            status = ask(page, long_text, "person, city, organization", key="Shift+Enter")
             found = re.search(r"read as (\d+) passages", status)
             assert found and int(found.group(1)) > 1, status
             ents = shown_json(page)

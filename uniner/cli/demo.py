@@ -81,6 +81,25 @@ def _looks_like_model(path: Path) -> bool:
     return any((path / f).is_file() for f in ("config.json", "adapter_config.json"))
 
 
+def check_port(host: str, port: int | None) -> None:
+    """Fail early (before the model loads) when `port` is taken or `host` not this machine's.
+
+    Raises:
+        DemoError: naming host and port.
+    """
+    if port is None:
+        return
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind((host, port))
+    except OSError as err:
+        raise DemoError(f"cannot serve on {host}:{port}: {err.strerror or err} (another "
+                        "server there? port=null takes the first free one from 7860)") from None
+
+
 def one_line(err: BaseException, limit: int = 300) -> str:
     """`err` as one line: its type and first line of message, cut at `limit` characters."""
     text = str(err).strip().splitlines()
@@ -376,10 +395,10 @@ def load(cfg: DictConfig, path: str):
     Raises:
         DemoError: a checkpoint that cannot be loaded (one line).
     """
+    from uniner import Extractor
+
     print(f"uniner-demo: loading {path}", file=sys.stderr)
     try:
-        from uniner import Extractor
-
         quant = cfg.get("quant")
         extractor = Extractor.from_pretrained(
             path, device=cfg.device, dtype=cfg.dtype,
@@ -435,7 +454,8 @@ def build_page(demo: Demo, card: str, presets: dict[str, list[str]],
 
     with gr.Blocks(title="uniner demo", analytics_enabled=False) as page:
         gr.Markdown("## uniner: open named-entity recognition\nPaste a text, name the entity "
-                    "types you want (any names, comma separated), and press **Extract**.")
+                    "types you want (any names, comma separated), and press **Extract** (or "
+                    "Enter in the types, Shift+Enter in the text).")
         gr.Markdown(card, elem_id="uniner-model")
         with gr.Row():
             with gr.Column(scale=1):
@@ -463,7 +483,7 @@ def build_page(demo: Demo, card: str, presets: dict[str, list[str]],
         preset.change(use_preset, preset, types, api_visibility="private")
         outputs = [highlighted, found, status]
         run.click(submit, [text, types], outputs, api_name="extract")
-        for box in (text, types):  # Enter in either box (Shift+Enter: a new line in the text)
+        for box in (text, types):  # Enter in the types, Shift+Enter in the text
             box.submit(submit, [text, types], outputs, api_visibility="private")
     return page
 
@@ -482,9 +502,13 @@ def run(cfg: DictConfig, path: str) -> None:
     page = build_page(demo, card, presets, examples)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     page.queue(default_concurrency_limit=1)  # one model: requests answered one after another
-    page.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share,
-                inbrowser=cfg.inbrowser, show_error=False, ssr_mode=False, quiet=False,
-                footer_links=["gradio"], css=CSS)
+    try:
+        page.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share,
+                    inbrowser=cfg.inbrowser, show_error=False, ssr_mode=False, quiet=False,
+                    footer_links=["gradio"], css=CSS)
+    except OSError as err:  # the port is taken, the host is not this machine's
+        raise DemoError(f"cannot serve on {cfg.host}:{cfg.port or '7860+'}: {one_line(err)}") \
+            from None
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="demo")
@@ -492,6 +516,7 @@ def main(cfg: DictConfig) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing sent anywhere
     try:
         path = resolve_checkpoint(cfg.checkpoint, cfg.outputs_root)
+        check_port(cfg.host, cfg.port)
         try:
             import gradio  # noqa: F401
         except ImportError:
