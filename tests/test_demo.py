@@ -491,17 +491,32 @@ def shown_json(page) -> list[dict]:
     return json.loads(text[text.index("["):])
 
 
+@pytest.fixture(scope="session")
+def exact_passage(overfit_export) -> int:
+    """The first of the page's example passages (the sample's first 6) that the model answers
+    exactly: `experiment=overfit` answers 44 of the 48 so (sample_000 in our runs), but which
+    ones can shift with the machine's arithmetic; the engine is the page's, `Extractor`."""
+    from uniner import Extractor
+
+    ex = Extractor.from_pretrained(overfit_export, device="cpu")
+    for i in range(6):
+        text, types, gold = gold_spans(i)
+        if {(e.start, e.end, e.type) for e in ex.extract(text, types)} == gold:
+            return i
+    pytest.fail("the overfit model answers none of the first 6 sample passages exactly")
+
+
 @pytest.mark.slow
-def test_the_page_highlights_the_sample_entities_at_their_offsets(chromium, demo_url, tmp_path):
+def test_the_page_highlights_the_sample_entities_at_their_offsets(chromium, exact_passage,
+                                                                  demo_url, tmp_path):
     """Headless Chromium pastes a sample passage and its types into the page; the highlighted
     pieces rebuild the text exactly, and the highlighted ones are the gold entities (every
     occurrence of every gold mention, typed) at their character offsets, as is the JSON view.
-    sample_000 has 9 entities of 5 types, two with non-ASCII letters (Komárno, Štúrovo); the
-    overfit model answers it exactly (as 44 of the 48 passages)."""
+    (sample_000: 9 entities of 5 types, two with non-ASCII letters, Komárno and Štúrovo.)"""
     from playwright.sync_api import sync_playwright
 
-    text, types, gold = gold_spans(0)
-    assert len(gold) == 9
+    text, types, gold = gold_spans(exact_passage)
+    n_types = len({t for *_, t in gold})
     shot = tmp_path / "uniner-demo.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
@@ -516,8 +531,8 @@ def test_the_page_highlights_the_sample_entities_at_their_offsets(chromium, demo
             assert "No entity types" in ask(page, text, " , ", key="Enter")
 
             status = ask(page, text, ", ".join(types))
-            assert status.startswith(f"{len(gold)} entities of 5 types (5 asked, 5 queries)"), \
-                status
+            assert status.startswith(f"{len(gold)} entities of {n_types} types ({len(types)} "
+                                     f"asked, {len(types)} queries)"), status
             pieces = page.evaluate(READ_HIGHLIGHT)
             assert "".join(t for t, _ in pieces) == text  # the page shows the text as typed
             shown, pos = set(), 0
