@@ -24,6 +24,7 @@ from uniner.cli.demo import (
     highlight_segments,
     newest_export,
     parse_types,
+    read_examples,
     resolve_checkpoint,
     sample_examples,
     shift_entities,
@@ -221,6 +222,17 @@ def test_the_config_composes_with_its_presets():
         cfg = compose("demo")
     assert (cfg.checkpoint, cfg.host, cfg.port, cfg.share) == (None, "127.0.0.1", None, False)
     assert list(dataset_presets(cfg.presets)) == list(cfg.presets)  # each has a label map
+
+
+def test_examples_file_of_json_lines(tmp_path):
+    good = tmp_path / "ex.jsonl"
+    good.write_text('{"text": "Ada met Bob.", "types": ["person"]}\n\n'
+                    '{"text": "Rome", "types": ["city", "country"]}\n')
+    assert read_examples(good) == [("Ada met Bob.", ["person"]), ("Rome", ["city", "country"])]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "Ada"}\n')
+    with pytest.raises(DemoError, match=r"bad.jsonl:1: expected"):
+        read_examples(bad)
 
 
 # ------------------------------------------------------------------------------ checkpoints
