@@ -407,7 +407,7 @@ def overfit_export(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("overfit")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    done = subprocess.run([sys.executable, "-m", "uniner.train", "experiment=overfit",
+    done = subprocess.run([sys.executable, "-m", "uniner.cli.train", "experiment=overfit",
                            "logger=none", f"hydra.run.dir={tmp / 'run'}",
                            f"data.cache_dir={tmp / 'cache'}"], cwd=tmp, env=env,
                           capture_output=True, text=True, timeout=1500)
@@ -456,7 +456,7 @@ def demo_url(overfit_export, tmp_path_factory):
 def gold_spans(index: int) -> tuple[str, list[str], set[tuple[int, int, str]]]:
     """Passage `index` of the sample, the types it asks, and every occurrence of every gold
     mention as (start, end, type)."""
-    from uniner.metric import ground_spans
+    from uniner.evaluation.metric import ground_spans
 
     row = json.loads((ASSETS / "sample.json").read_text(encoding="utf-8"))[index]
     text, types = sample_examples(n=index + 1)[index]
