@@ -288,7 +288,7 @@ def test_a_checkpoint_that_cannot_load_is_one_line(tmp_path):
     assert "Traceback" not in done.stderr
     # the last line says it (libraries may warn above it, e.g. bitsandbytes at import)
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"uniner-demo: cannot load checkpoint={bad}: JSONDecodeError"), \
+    assert last.startswith(f"uniner-demo: error: cannot load checkpoint={bad}: JSONDecodeError"), \
         done.stderr
     assert sum("cannot load" in ln for ln in done.stderr.splitlines()) == 1
 
@@ -302,8 +302,8 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path):
         done = demo_cli(f"checkpoint={tmp_path}", f"port={port}", cwd=tmp_path)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
-        f"uniner-demo: cannot serve on 127.0.0.1:{port}: Address already in use (another server "
-        "there? port=null takes the first free one from 7860)"], done.stderr
+        f"uniner-demo: error: cannot serve on 127.0.0.1:{port}: Address already in use "
+        "(another server there? port=null takes the first free one from 7860)"], done.stderr
 
 
 # ------------------------------------------------------------------------------ the page's answers

@@ -26,7 +26,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from uniner.cli.checks import check_demo, user_errors
 from uniner.config import ASSETS, CONF_DIR
+from uniner.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#9c755f", "#f
            "#79706e", "#edc948", "#76b7b2")
 
 
-class DemoError(Exception):
+class DemoError(UserError):
     """A problem the user can fix, said in one line (no traceback)."""
 
 
@@ -514,7 +516,8 @@ def run(cfg: DictConfig, path: str) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="demo")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing sent anywhere
-    try:
+    with user_errors("uniner-demo"):
+        check_demo(cfg)
         path = resolve_checkpoint(cfg.checkpoint, cfg.outputs_root)
         check_port(cfg.host, cfg.port)
         try:
@@ -522,9 +525,6 @@ def main(cfg: DictConfig) -> None:
         except ImportError:
             raise DemoError("the demo needs Gradio: pip install 'uniner[demo]'") from None
         run(cfg, path)
-    except DemoError as err:
-        print(f"uniner-demo: {err}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from uniner.cli.checks import user_errors
 from uniner.config import CONF_DIR
 from uniner.data.prompts import to_conversation_item
 from uniner.data.stats import corpus_stats, stats_markdown, type_frequency_plot
@@ -179,7 +180,8 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="distill")
 def main(cfg: DictConfig) -> None:
     try:
-        acct = run(cfg)
+        with user_errors("uniner-distill"):
+            acct = run(cfg)
     except KeyboardInterrupt:
         sys.exit(130)  # the cache is complete up to here; no traceback for a Ctrl-C
     out = HydraConfig.get().runtime.output_dir

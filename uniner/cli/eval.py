@@ -23,8 +23,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from uniner.cli.checks import check_eval, user_errors
 from uniner.cli.loggers import build_loggers, finish, log_results
 from uniner.config import CONF_DIR
+from uniner.errors import ConfigError
 from uniner.evaluation.benchmark import Query, load_benchmark
 from uniner.evaluation.scoring import (
     evaluate,
@@ -42,13 +44,13 @@ def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
     `cfg.engine`: `hf` (`engine.Engine`, through `answer_queries`) or `vllm`."""
     engine = cfg.get("engine", "hf")
     if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r}: choose one of {', '.join(ENGINES)}")
+        raise ConfigError(f"engine={engine!r}: choose one of {', '.join(ENGINES)}")
     if engine == "vllm":
         from uniner.inference.vllm import vllm_answers
 
         if cfg.get("quant") is not None or cfg.get("decoding", "greedy") != "greedy":
-            raise ValueError("engine=vllm loads the model as saved and decodes greedily: "
-                             "quant= and decoding=constrained are engine=hf options")
+            raise ConfigError("engine=vllm loads the model as saved and decodes greedily: "
+                              "quant= and decoding=constrained are engine=hf options")
         return vllm_answers(cfg.checkpoint, [(q.text, q.type) for q in queries],
                             max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype,
                             prompt=cfg.get("prompt"))
@@ -69,12 +71,12 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Answer (or read the answers of) `cfg.benchmark`, score, write and log; returns
     metrics.json's content."""
     if (cfg.checkpoint is None) == (cfg.predictions is None):
-        raise ValueError("give exactly one of checkpoint=DIR (generate) and predictions=FILE "
-                         "(score JSON lines {\"id\", \"output\"})")
+        raise ConfigError("give exactly one of checkpoint=DIR (generate) and predictions=FILE "
+                          "(score JSON lines {\"id\", \"output\"})")
     queries, missing = load_benchmark(cfg.benchmark)
     if not queries:
-        raise FileNotFoundError(f"benchmark {cfg.benchmark.name}: no dataset file found "
-                                f"(missing: {', '.join(missing)}); is paths.data_root right?")
+        raise ConfigError(f"benchmark={cfg.benchmark.name}: no dataset file found "
+                          f"(missing: {', '.join(missing)}); is paths.data_root right?")
     unknown = 0
     if cfg.predictions is not None:
         outputs, unknown = match_predictions(queries, read_predictions(cfg.predictions),
@@ -98,7 +100,9 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> float:
     out = HydraConfig.get().runtime.output_dir
-    metrics = run(cfg, out)
+    with user_errors("uniner-eval"):
+        check_eval(cfg)
+        metrics = run(cfg, out)
     print(f"wrote predictions.jsonl, metrics.json and results.md to {out}")
     return metrics["average"]["f1"]
 

@@ -23,9 +23,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from uniner.cli.checks import check_predict, user_errors
 from uniner.config import CONF_DIR
 from uniner.data.readers import json_lines
 from uniner.data.records import DataError
+from uniner.errors import ConfigError, MissingFileError
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 FILE_SUFFIXES = (".txt", *JSONL_SUFFIXES)
@@ -44,7 +46,7 @@ def _type_list(value, default: list[str], where: str) -> list[str]:
     if value is None:
         return list(default)
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-        raise ValueError(f"{where}: \"types\" must be a list of strings, got {value!r}")
+        raise ConfigError(f"{where}: \"types\" must be a list of strings, got {value!r}")
     return value
 
 
@@ -84,15 +86,22 @@ def read_inputs(spec: str, types: list[str]) -> list[Input]:
             return parse_jsonl(lines, str(path), types)
         return _texts(lines, types, f"input={path}")
     if path.suffix.lower() in FILE_SUFFIXES and "\n" not in spec:
-        raise FileNotFoundError(f"input={spec}: no such file (a literal text that ends like a "
-                                "file name? put it in a .txt)")
+        raise MissingFileError(f"input={spec}: no such file (a literal text that ends like a "
+                               "file name? put it in a .txt)")
     return _texts([spec], types, "a literal input text")
 
 
 def _texts(texts: list[str], types: list[str], what: str) -> list[Input]:
     if not types:
-        raise ValueError(f"{what} has no entity types: give types=[person,location,...]")
+        raise ConfigError(f"{what} has no entity types: give types=[person,location,...]")
     return [Input(t, list(types)) for t in texts]
+
+
+def _emptiness(spec, inputs: list[Input]) -> str:
+    what = "stdin" if spec == "-" else "the file" if Path(str(spec)).is_file() else None
+    if what is None:
+        return "the text is blank"
+    return f"{what} is empty" if not inputs else f"{what} holds only blank texts"
 
 
 def run(cfg: DictConfig) -> int:
@@ -107,8 +116,11 @@ def run(cfg: DictConfig) -> int:
     types = OmegaConf.to_container(types) if isinstance(types, ListConfig) else list(types)
     types = _type_list(types, [], "types=")
     inputs = read_inputs(str(cfg.input), types)  # bad input fails before the model loads
+    if not any(i.text.strip() for i in inputs):
+        raise ConfigError(f"input={cfg.input}: no text to extract from "
+                          f"({_emptiness(cfg.input, inputs)})")
     if cfg.chunk < 1:
-        raise ValueError(f"chunk={cfg.chunk}: must be >= 1")
+        raise ConfigError(f"chunk={cfg.chunk}: must be >= 1")
     quant = cfg.get("quant")
     extractor = Extractor.from_pretrained(
         cfg.checkpoint, device=cfg.device, dtype=cfg.dtype,
@@ -136,7 +148,9 @@ def run(cfg: DictConfig) -> int:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    n = run(cfg)
+    with user_errors("uniner-predict"):
+        check_predict(cfg)
+        n = run(cfg)
     print(f"{n} inputs -> {cfg.output or 'stdout'}", file=sys.stderr)
 
 

@@ -21,12 +21,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from uniner.cli.checks import check_prepare, user_errors
 from uniner.config import CONF_DIR  # also registers the `asset` resolver
 from uniner.data.datamodule import encode_rows, render_rows
 from uniner.data.prompts import PromptStyle, prompt_style, to_conversation_item
 from uniner.data.records import ReadReport
 from uniner.data.sources import load_passages
 from uniner.data.stats import corpus_stats, stats_markdown
+from uniner.errors import ConfigError
 from uniner.evaluation.benchmark import load_benchmark, query_item
 from uniner.model.backbone import build_tokenizer
 
@@ -73,7 +75,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     if mode == "benchmark":
         return write_benchmark(cfg, out, style)
     if mode != "train":
-        raise ValueError(f"mode={mode!r}: choose train or benchmark")
+        raise ConfigError(f"mode={mode!r}: choose train or benchmark")
     source = OmegaConf.to_container(cfg.data.source, resolve=True)
     report = ReadReport(str(source.get("path")))
     passages = load_passages(source, report)
@@ -103,7 +105,9 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
     out = HydraConfig.get().runtime.output_dir
-    stats = run(cfg, out)
+    with user_errors("uniner-prepare"):
+        check_prepare(cfg)
+        stats = run(cfg, out)
     if cfg.mode == "benchmark":
         for name, d in stats["datasets"].items():
             print(f"{name}: {d['queries']} queries = {d['sentences']} sentences x {d['types']} "

@@ -17,7 +17,9 @@ import hydra
 from omegaconf import DictConfig
 
 from uniner import config
+from uniner.cli.checks import user_errors
 from uniner.cli.loggers import finish, wandb_logger
+from uniner.errors import ConfigError
 from uniner.evaluation.sweeps import Run, label, latest_sweep, load_sweep_dir, load_wandb_group
 from uniner.evaluation.tables import (
     AVG,
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 def report(cfg: DictConfig) -> dict[str, Path]:
     """Read the sweep, write `report.{md,csv,png,html}` and `runs.csv`; returns their paths."""
     if bool(cfg.sweep_dir) == bool(cfg.wandb_group):
-        raise ValueError("give exactly one of sweep_dir=<multirun dir> or wandb_group=<group>")
+        raise ConfigError("give exactly one of sweep_dir=<multirun dir> or wandb_group=<group>")
     if cfg.sweep_dir:
         cfg.sweep_dir = str(latest_sweep(cfg.sweep_dir))
         runs, notes = load_sweep_dir(cfg.sweep_dir)
@@ -101,7 +103,8 @@ def log_to_wandb(table: Table, paths: dict[str, Path], settings: dict, source: s
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="report")
 def main(cfg: DictConfig) -> None:
-    report(cfg)
+    with user_errors("uniner-report"):
+        report(cfg)
 
 
 if __name__ == "__main__":

@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
-from torch.utils.data import DataLoader
 
 from uniner import config
-from uniner.cli.loggers import build_loggers, finish, log_results
+from uniner.cli.checks import check_train, user_errors
 from uniner.config import CONF_DIR
-from uniner.data.prompts import prompt_style
-from uniner.evaluation.benchmark import load_benchmark, passage_queries
-from uniner.evaluation.scoring import write_outputs
-from uniner.model.backbone import build_backbone
-from uniner.model.export import export
-from uniner.model.module import NERModule
+from uniner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from uniner.model.module import NERModule
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +33,8 @@ log = logging.getLogger(__name__)
 def sorted_test_loader(module: NERModule, batch_size: int) -> DataLoader:
     """Test queries grouped by text (shortest first), so a batch holds all the types of its
     texts and the engine computes each text's prompt prefix once."""
+    from torch.utils.data import DataLoader
+
     queries = module.test_queries
     order = sorted(range(len(queries)), key=lambda i: (len(queries[i].text), queries[i].text))
     return DataLoader([(i, queries[i]) for i in order], batch_size=batch_size, collate_fn=list)
@@ -43,7 +42,23 @@ def sorted_test_loader(module: NERModule, batch_size: int) -> DataLoader:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit, test on `cfg.benchmark`, export; returns the logged metrics."""
+    # the heavy imports here, so that `check_train` answers a bad config in seconds
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from uniner.cli.loggers import build_loggers, finish, log_results
+    from uniner.data.prompts import prompt_style
+    from uniner.evaluation.benchmark import load_benchmark, passage_queries
+    from uniner.evaluation.scoring import write_outputs
+    from uniner.model.backbone import build_backbone
+    from uniner.model.export import export
+    from uniner.model.module import NERModule
+
     out = Path(HydraConfig.get().runtime.output_dir)
+    test_queries, missing = load_benchmark(cfg.benchmark)
+    if not test_queries:
+        raise ConfigError(f"benchmark={cfg.benchmark.name}: no queries to test on")
     pl.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     model, tokenizer = build_backbone(cfg.backbone, cfg.quant, cfg.adapter)
@@ -57,7 +72,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if datamodule.val_passages:
         types = datamodule.sampler.queries(datamodule.val_passages, epoch=0)
         module.val_queries = passage_queries(datamodule.val_passages, types, "val")
-    module.test_queries, missing = load_benchmark(cfg.benchmark)
+    module.test_queries = test_queries
 
     monitor = cfg.checkpoint.monitor if datamodule.val_passages else None
     # every epoch's `epoch=N.ckpt` on request, else only the best (with a monitor); a resumed
@@ -94,7 +109,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run(cfg)
+    with user_errors("uniner-train"):
+        check_train(cfg)
+        metrics = run(cfg)
     return metrics.get(cfg.optimized_metric)
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from uniner.data import readers
 from uniner.data.records import Passage, ReadReport
+from uniner.errors import MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def supervised_passages(datasets, *, split: str = "train", strict_files: bool = 
         source, path = dataset_source(ds, split)
         if not path.exists():
             if strict_files:
-                raise FileNotFoundError(f"supervised dataset {ds['name']}: {path} not found")
+                raise MissingFileError(f"supervised dataset {ds['name']}: {path} not found")
             log.warning("supervised dataset %s: %s not found, skipped", ds["name"], path)
             if report is not None:
                 report.count(f"dataset without a {split} file skipped")

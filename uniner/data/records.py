@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uniner.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Bad input, with the place it came from (`file:line: message`)."""
 
     def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):

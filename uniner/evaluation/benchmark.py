@@ -18,6 +18,7 @@ from uniner.data import readers
 from uniner.data.datasets import dataset_entries, dataset_source, dataset_types
 from uniner.data.prompts import PromptStyle, UniNER
 from uniner.data.records import Passage
+from uniner.errors import MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def build_queries(datasets, *, strict_files: bool = False, max_sentences: int | 
         _, path = dataset_source(ds)
         if not path.exists():
             if strict_files:
-                raise FileNotFoundError(f"benchmark dataset {ds['name']}: {path} not found")
+                raise MissingFileError(f"benchmark dataset {ds['name']}: {path} not found")
             log.warning("benchmark dataset %s: %s not found, listed as missing", ds["name"], path)
             missing.append(ds["name"])
             continue

@@ -21,6 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
+from uniner.errors import MissingFileError
 from uniner.evaluation.scoring import AVERAGE
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def latest_sweep(sweep_dir: str | Path) -> Path:
     launches = sorted(d for d in path.parent.glob("*") if d.is_dir()) \
         if path.parent.is_dir() else []
     if not launches:
-        raise FileNotFoundError(f"sweep_dir={sweep_dir}: no launch folder in {path.parent}")
+        raise MissingFileError(f"sweep_dir={sweep_dir}: no launch folder in {path.parent}")
     log.info("sweep_dir=%s: the newest launch, %s", sweep_dir, launches[-1])
     return launches[-1]
 
@@ -139,7 +140,7 @@ def load_sweep_dir(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
     jobs = sorted((p for p in root.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()),
                   key=_job_order) if root.is_dir() else []
     if not jobs:
-        raise FileNotFoundError(f"{root}: no Hydra jobs (<n>/.hydra/overrides.yaml) in it")
+        raise MissingFileError(f"{root}: no Hydra jobs (<n>/.hydra/overrides.yaml) in it")
     tasks = {p: [str(o) for o in OmegaConf.load(p / ".hydra" / "overrides.yaml")] for p in jobs}
     hydra_cfgs = {p: _load(p / ".hydra" / "hydra.yaml").get("hydra") or {} for p in jobs}
     params = (hydra_cfgs[jobs[0]].get("sweeper") or {}).get("params") or {}

@@ -1,0 +1,309 @@
+"""What every tool checks before anything heavy loads, and how it reports what a user can fix.
+
+`user_errors(prog)` wraps a tool's work: a `UserError` (a `ConfigError`, a `DataError` naming
+file and line) prints as one line `prog: error: <message>` on stderr and exits with status 2;
+`HYDRA_FULL_ERROR=1` shows the traceback instead. Any other exception is a bug and keeps its
+traceback.
+
+The checks (`check_train`, `check_eval`, ...) run on the composed config, in seconds: the type
+of every knob (`schemas`), the mandatory values, the files and models the config names, and the
+benchmark's dataset files (some missing: listed as missing in the results, as documented; all
+missing: an error up front, since the data root is then almost surely wrong).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import sys
+import typing
+from collections.abc import Iterator, Mapping
+from enum import Enum
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from uniner.cli import schemas
+from uniner.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILES = ("config.json", "adapter_config.json")
+DATA_HINT = "set UNINER_DATA=<your copy of the data> or paths.data_root=<dir>"
+# a Hugging Face hub id: `name` or `org/name` (letters, digits, - _ .)
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+LIGHTNING_CKPT = ("last", "best", "hpc", "registry")  # ckpt_path names Lightning resolves
+
+
+@contextlib.contextmanager
+def user_errors(prog: str) -> Iterator[None]:
+    """Report a `UserError` raised inside as one line on stderr and exit 2 (no traceback)."""
+    try:
+        yield
+    except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def one_line(err: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
+# ------------------------------------------------------------------------------ types
+
+
+def check_types(cfg: DictConfig, schema: type) -> None:
+    """Check `cfg`'s values against the dataclass `schema` (interpolations resolved) and that no
+    mandatory value (`???`) is left unset.
+
+    Raises:
+        ConfigError: `key=value: expected <type>`, or `key: missing ...`.
+    """
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
+    if missing:
+        raise ConfigError(f"{missing[0]} is missing: give it on the command line "
+                          f"({missing[0]}=...)")
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:  # an interpolation that does not resolve
+        raise ConfigError(f"{err.full_key}: {one_line(err.msg)}") from None
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), _known(schema, values))
+    except OmegaConfBaseException as err:
+        key = err.full_key
+        raise ConfigError(f"{key}={_show(err.value)}: expected {expected(schema, key)}") \
+            from None
+
+
+def _known(schema, values):
+    """The part of `values` that `schema` types (dataclass fields, recursively)."""
+    if not isinstance(values, Mapping):
+        return values
+    hints = typing.get_type_hints(schema)
+    out = {}
+    for f in dataclasses.fields(schema):
+        if f.name in values:
+            inner = _dataclass_of(hints[f.name])
+            out[f.name] = _known(inner, values[f.name]) if inner else values[f.name]
+    return out
+
+
+def _dataclass_of(tp):
+    """The dataclass in `tp` (`X` or `X | None`), else None."""
+    for t in (tp, *typing.get_args(tp)):
+        if dataclasses.is_dataclass(t):
+            return t
+    return None
+
+
+def expected(schema, key: str) -> str:
+    """`key`'s type in words, e.g. `an integer`, `one of longest, max_length`."""
+    tp = schema
+    for part in key.split("."):
+        cls = _dataclass_of(tp)
+        if cls is None:
+            return "another type"
+        tp = typing.get_type_hints(cls).get(part)
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    if optional:
+        tp = next(a for a in args if a is not type(None))
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if tp in words:
+        text = words[tp]
+    elif isinstance(tp, type) and issubclass(tp, Enum):
+        text = "one of " + ", ".join(tp.__members__)
+    elif typing.get_origin(tp) is list:
+        text = "a list"
+    else:
+        text = "a mapping" if _dataclass_of(tp) else "another type"
+    return text + (" or null" if optional else "")
+
+
+def _show(value) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) \
+        else str(value)
+
+
+# ------------------------------------------------------------------------------ files, models
+
+
+def hub_like(value: str) -> bool:
+    """Whether `value` can be a Hugging Face hub id rather than a local path: `org/name` or
+    `name`, not absolute, not `./` or `~`, one slash at most, and no local folder `org`."""
+    if not HUB_ID.fullmatch(value) or ".." in value or "--" in value:
+        return False
+    return "/" not in value or not Path(value.split("/")[0]).is_dir()
+
+
+def check_model(key: str, value) -> None:
+    """`value` is a model directory (an export of uniner-train, any HF causal LM) or a hub id.
+
+    Raises:
+        ConfigError: `key=value: no such directory`, or a directory without a model.
+    """
+    path = Path(str(value)).expanduser()
+    if path.is_dir():
+        if not any((path / f).is_file() for f in MODEL_FILES):
+            hint = f"; its model is in {path / 'export'}" if (path / "export").is_dir() else ""
+            raise ConfigError(f"{key}={value}: not a model directory (no config.json nor "
+                              f"adapter_config.json){hint}")
+        return
+    if path.exists():
+        raise ConfigError(f"{key}={value}: a file, not a model directory")
+    if not hub_like(str(value)):
+        raise ConfigError(f"{key}={value}: no such directory")
+
+
+def check_exists(key: str, value, data_root: str | None = None, *, hub: bool = False) -> None:
+    """The file or directory `value` of `key` exists (or is a hub id, with `hub`).
+
+    Raises:
+        ConfigError: naming `key`; naming `paths.data_root` and UNINER_DATA when `value` lies
+            under a data root that does not exist.
+    """
+    if Path(str(value)).expanduser().exists() or (hub and hub_like(str(value))):
+        return
+    missing_root(data_root, value, key)
+    raise ConfigError(f"{key}={value}: no such file or directory")
+
+
+def missing_root(data_root: str | None, path, needed_by: str) -> None:
+    """Raise the data-root error when `data_root` does not exist and `path` lies in it."""
+    if data_root is None or Path(data_root).expanduser().is_dir():
+        return
+    root = Path(os.path.normpath(Path(data_root).expanduser()))
+    if Path(os.path.normpath(Path(str(path)).expanduser())).is_relative_to(root):
+        raise ConfigError(f"paths.data_root={data_root}: no such directory (needed by "
+                          f"{needed_by}); {DATA_HINT}")
+
+
+def check_source(source: Mapping, key: str, data_root: str | None) -> None:
+    """The files a training source config (`data.source`) reads exist; a hub id may stand for
+    a Pile-NER-type file. Unknown formats are left to the reader (which names the choices)."""
+    fmt, path = source.get("format"), source.get("path")
+    if fmt == "mix":
+        for name, part in (source.get("parts") or {}).items():
+            if part is not None and float(part.get("weight", 1.0)) != 0:
+                check_source(part, f"{key}.parts.{name}", data_root)
+    elif fmt == "supervised":
+        from uniner.data.datasets import dataset_entries, dataset_source
+
+        split = source.get("split", "train")
+        found = []
+        for ds in dataset_entries(source.get("datasets")):
+            _, file = dataset_source(ds, split)
+            if source.get("strict_files"):
+                check_exists(f"{key}.datasets.{ds['name']} ({split})", file, data_root)
+            found.append(file.exists())
+        if found and not any(found):
+            missing_root(data_root, file, key)
+            raise ConfigError(f"{key}: none of its {len(found)} datasets has a {split} file "
+                              f"(first missing: {file}); is paths.data_root={data_root} right?")
+    elif fmt == "instructuie" and path is not None:
+        check_exists(f"{key}.path", Path(str(path)) / f"{source.get('split', 'train')}.json",
+                     data_root)
+    elif fmt in ("bio", "pile_ner") and path is not None:
+        for p in [path] if isinstance(path, str) else list(path):
+            check_exists(f"{key}.path", p, data_root, hub=fmt == "pile_ner")
+
+
+def check_benchmark(benchmark: Mapping, data_root: str | None) -> list[str]:
+    """The datasets of `benchmark` without a file (listed as missing in the results).
+
+    Raises:
+        ConfigError: a dataset file is missing and `benchmark.strict_files`, or every one is
+            missing (naming `paths.data_root` and UNINER_DATA when that is absent).
+    """
+    from uniner.data.datasets import dataset_entries, dataset_source
+
+    name = benchmark.get("name")
+    entries = dataset_entries(benchmark.get("datasets"))
+    if not entries:
+        raise ConfigError(f"benchmark={name}: no datasets")
+    missing, first = [], None
+    for ds in entries:
+        _, file = dataset_source(ds)
+        if not file.exists():
+            first = first or file
+            missing.append(ds["name"])
+            if benchmark.get("strict_files"):
+                missing_root(data_root, file, f"benchmark.datasets.{ds['name']}")
+                raise ConfigError(f"benchmark.datasets.{ds['name']}: {file} not found "
+                                  "(benchmark.strict_files=true)")
+    if len(missing) == len(entries):
+        missing_root(data_root, first, f"benchmark={name}")
+        raise ConfigError(f"benchmark={name}: none of its {len(entries)} dataset files exists "
+                          f"(first: {first}); is paths.data_root={data_root} right? {DATA_HINT}")
+    if missing:
+        log.warning("benchmark=%s: %d of %d datasets have no file and are listed as missing: "
+                    "%s", name, len(missing), len(entries), ", ".join(missing))
+    return missing
+
+
+def _plain(node):
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _backbone_files(backbone: Mapping) -> None:
+    if backbone.get("path") is not None:
+        check_model("backbone.path", backbone["path"])
+    tokenizer = backbone.get("tokenizer")
+    if tokenizer is not None and tokenizer != backbone.get("path"):
+        check_exists("backbone.tokenizer", tokenizer, hub=True)
+
+
+# ------------------------------------------------------------------------------ the tools
+
+
+def check_train(cfg: DictConfig) -> None:
+    """uniner-train: types, backbone path, training data, benchmark files, `ckpt_path`."""
+    check_types(cfg, schemas.Train)
+    root = cfg.paths.data_root
+    _backbone_files(_plain(cfg.backbone))
+    check_source(_plain(cfg.data.source), "data.source", root)
+    check_benchmark(_plain(cfg.benchmark), root)
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is not None and str(ckpt) not in LIGHTNING_CKPT:
+        check_exists("ckpt_path", ckpt)
+
+
+def check_prepare(cfg: DictConfig) -> None:
+    """uniner-prepare: types, tokenizer, and the data (`mode=train`) or benchmark files."""
+    check_types(cfg, schemas.Prepare)
+    _backbone_files(_plain(cfg.backbone))
+    if cfg.mode == "benchmark":
+        check_benchmark(_plain(cfg.benchmark), cfg.paths.data_root)
+    else:
+        check_source(_plain(cfg.data.source), "data.source", cfg.paths.data_root)
+
+
+def check_eval(cfg: DictConfig) -> None:
+    """uniner-eval: types, exactly one of checkpoint/predictions, which exists, benchmark files."""
+    check_types(cfg, schemas.Eval)
+    if (cfg.checkpoint is None) == (cfg.predictions is None):
+        raise ConfigError("give exactly one of checkpoint=DIR (generate) and predictions=FILE "
+                          "(score JSON lines {\"id\", \"output\"})")
+    if cfg.checkpoint is not None:
+        check_model("checkpoint", cfg.checkpoint)
+    else:
+        check_exists("predictions", cfg.predictions)
+    check_benchmark(_plain(cfg.benchmark), cfg.paths.data_root)
+
+
+def check_predict(cfg: DictConfig) -> None:
+    """uniner-predict: types and the checkpoint (the input is read, and checked, before the
+    model loads)."""
+    check_types(cfg, schemas.Predict)
+    check_model("checkpoint", cfg.checkpoint)
+
+
+def check_demo(cfg: DictConfig) -> None:
+    """uniner-demo: types (the checkpoint is resolved by the demo: null means the newest)."""
+    check_types(cfg, schemas.Demo)

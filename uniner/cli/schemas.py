@@ -1,0 +1,235 @@
+"""The types of the configs' knobs, as dataclasses: each tool checks its composed config against
+its schema (`checks.check_types`) before anything heavy loads, so that `trainer.max_epochs=three`
+fails at once, naming the key and the type it needs.
+
+A schema lists the keys whose type matters; keys it does not list, and free-form nodes typed
+`Any` (`trainer.strategy`, `backbone.config`, `data.source`, a benchmark's datasets), pass
+unchecked, so user config folders and `+key=value` overrides keep working. Defaults here are
+never used: the YAML files in `conf/` hold the values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+# closed choices (a prompt style, a sampling strategy or a dtype is checked where it is
+# registered, so that a new one needs no edit here)
+Padding = Enum("Padding", ["longest", "max_length"])
+Metric = Enum("Metric", ["uniner", "strict", "both"])
+Decoding = Enum("Decoding", ["greedy", "constrained"])
+Engine = Enum("Engine", ["hf", "vllm"])
+Mode = Enum("Mode", ["train", "benchmark"])
+MatmulPrecision = Enum("MatmulPrecision", ["highest", "high", "medium"])
+
+
+@dataclass
+class Paths:
+    data_root: str = "./data"
+
+
+@dataclass
+class Data:
+    name: str = ""
+    max_length: int = 1024
+    batch_size: int = 8
+    batch_tokens: int | None = None
+    packing: bool = False
+    val_fraction: float = 0.0
+    num_workers: int = 0
+    padding: Padding = Padding.longest
+    pad_to_multiple_of: int | None = None
+    train_on_read_reply: bool = True
+    cache_dir: str | None = None
+    seed: int = 42
+    source: Any = None
+
+
+@dataclass
+class Sampling:
+    strategy: str = "frequency"
+    k: int | None = None
+    ratio: float | None = None
+    keep_source_negatives: bool = False
+    redraw_each_epoch: bool = True
+    seed: int = 42
+
+
+@dataclass
+class Backbone:
+    name: str = ""
+    path: str | None = None
+    tokenizer: str | None = None
+    config: Any = None
+    dtype: str = "auto"
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class Quant:
+    name: str = "none"
+    bits: int | None = None
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "auto"
+    threshold: float = 6.0
+
+
+@dataclass
+class Adapter:
+    name: str = "none"
+    lr: float | None = None
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: Any = None  # a list of names or "all-linear"
+
+
+@dataclass
+class Trainer:
+    accelerator: str = "auto"
+    devices: Any = "auto"  # a count, "auto" or a list of device ids
+    num_nodes: int = 1
+    strategy: Any = "auto"
+    precision: Any = "32-true"  # 32-true, bf16-mixed, 16, ...
+    max_epochs: int | None = None
+    max_steps: int = -1
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    log_every_n_steps: int = 50
+    check_val_every_n_epoch: int | None = 1
+    limit_train_batches: float | None = None  # a fraction, or a count of batches
+    limit_val_batches: float | None = None
+    limit_test_batches: float | None = None
+    num_sanity_val_steps: int = 0
+    reload_dataloaders_every_n_epochs: int = 0
+    enable_progress_bar: bool = True
+    deterministic: Any = False  # true, false or "warn"
+
+
+@dataclass
+class Optimizer:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class Module:
+    warmup_ratio: float = 0.04
+    max_new_tokens: int = 256
+    generation_batch_size: int = 512
+    metric: Metric = Metric.uniner
+
+
+@dataclass
+class Checkpoint:
+    monitor: str | None = None
+    mode: str = "max"
+    every_epoch: bool = False
+
+
+@dataclass
+class Benchmark:
+    name: str = ""
+    strict_files: bool = False
+    max_sentences: int | None = None
+    datasets: Any = None
+
+
+@dataclass
+class Train:
+    """`uniner-train` (conf/train.yaml)."""
+
+    name: str = ""
+    seed: int = 42
+    prompt: str = "uniner"
+    ckpt_path: str | None = None
+    optimized_metric: str | None = None
+    export: bool = True
+    merge_lora: bool = False
+    float32_matmul_precision: MatmulPrecision = MatmulPrecision.highest
+    paths: Paths = field(default_factory=Paths)
+    data: Data = field(default_factory=Data)
+    sampling: Sampling = field(default_factory=Sampling)
+    backbone: Backbone = field(default_factory=Backbone)
+    quant: Quant = field(default_factory=Quant)
+    adapter: Adapter = field(default_factory=Adapter)
+    trainer: Trainer = field(default_factory=Trainer)
+    optimizer: Optimizer = field(default_factory=Optimizer)
+    module: Module = field(default_factory=Module)
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
+    benchmark: Benchmark = field(default_factory=Benchmark)
+
+
+@dataclass
+class Prepare:
+    """`uniner-prepare` (conf/prepare.yaml)."""
+
+    mode: Mode = Mode.train
+    seed: int = 42
+    prompt: str = "uniner"
+    epoch: int = 0
+    paths: Paths = field(default_factory=Paths)
+    data: Data = field(default_factory=Data)
+    sampling: Sampling = field(default_factory=Sampling)
+    backbone: Backbone = field(default_factory=Backbone)
+    benchmark: Benchmark = field(default_factory=Benchmark)
+
+
+@dataclass
+class Generation:
+    """The inference knobs uniner-eval, uniner-predict and uniner-demo share."""
+
+    checkpoint: str | None = None
+    quant: Quant | None = None
+    prompt: str | None = None
+    decoding: Decoding = Decoding.greedy
+    max_new_tokens: int = 256
+    batch_size: int = 512
+    batch_tokens: int = 65536
+    device: str | None = None
+    dtype: str | None = None
+
+
+@dataclass
+class Eval(Generation):
+    """`uniner-eval` (conf/eval.yaml)."""
+
+    name: str = ""
+    predictions: str | None = None
+    allow_missing: bool = False
+    metric: Metric = Metric.uniner
+    engine: Engine = Engine.hf
+    paths: Paths = field(default_factory=Paths)
+    benchmark: Benchmark = field(default_factory=Benchmark)
+
+
+@dataclass
+class Predict(Generation):
+    """`uniner-predict` (conf/predict.yaml)."""
+
+    input: str = ""
+    types: Any = None  # a list of names, or one name
+    output: str | None = None
+    chunk: int = 1024
+    progress: bool = True
+
+
+@dataclass
+class Demo(Generation):
+    """`uniner-demo` (conf/demo.yaml)."""
+
+    outputs_root: str = "outputs/train"
+    host: str = "127.0.0.1"
+    port: int | None = None
+    share: bool = False
+    inbrowser: bool = False
+    context: int | None = None
+    max_chars: int = 100000
+    presets: list[str] = field(default_factory=list)
+    examples_file: str | None = None
+    num_examples: int = 6
