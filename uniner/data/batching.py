@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler
 
 from uniner.data.encoding import IGNORE_INDEX
+from uniner.errors import ConfigError
 
 
 def row_lengths(ds) -> np.ndarray:
@@ -37,7 +38,7 @@ def padded_width(longest: int, *, padding: str, max_length: int | None,
     width = longest
     if padding == "max_length":
         if max_length is None:
-            raise ValueError("padding='max_length' needs max_length")
+            raise ConfigError("padding='max_length' needs max_length")
         width = max(width, max_length)
     if pad_to_multiple_of:
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
@@ -64,8 +65,8 @@ def pack(lengths: Sequence[int], capacity: int, seed: int = 0) -> list[list[int]
     if len(lengths) == 0:
         return []
     if lengths.max() > capacity:
-        raise ValueError(f"a row of {lengths.max()} tokens does not fit a packed row of "
-                         f"{capacity} (data.max_length)")
+        raise ConfigError(f"a row of {lengths.max()} tokens does not fit a packed row of "
+                          f"{capacity} (data.max_length)")
     rng = np.random.default_rng(seed)
     order = np.lexsort((rng.random(len(lengths)), -lengths))
     shortest = int(lengths.min())
@@ -118,7 +119,7 @@ def budget_batches(lengths: Sequence[int], batch_tokens: int,
     for i in order:
         n = int(lengths[i])
         if cost(1, n, n) > batch_tokens:
-            raise ValueError(f"a row of {n} tokens alone exceeds data.batch_tokens={batch_tokens}")
+            raise ConfigError(f"a row of {n} tokens alone exceeds data.batch_tokens={batch_tokens}")
         # ascending lengths: the newcomer is the longest of the batch
         if batch and cost(len(batch) + 1, n, total + n) > batch_tokens:
             batches.append(batch)

@@ -36,6 +36,7 @@ from uniner.data.prompts import Message, PromptStyle, UniNER
 from uniner.data.records import Passage, ReadReport
 from uniner.data.sampling import NegativeSampler
 from uniner.data.sources import load_passages
+from uniner.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def collate(batch: list[dict], *, pad_id: int, ignore_index: int = IGNORE_INDEX,
     is for the throughput log; the module does not pass it to the model.
     """
     if padding not in ("longest", "max_length"):
-        raise ValueError(f"padding={padding!r}: choose 'longest' or 'max_length'")
+        raise ConfigError(f"padding={padding!r}: choose 'longest' or 'max_length'")
     width = padded_width(max(len(r["input_ids"]) for r in batch), padding=padding,
                          max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -180,20 +181,20 @@ class NERDataModule(pl.LightningDataModule):
                  name: str | None = None, packing: bool = False, batch_tokens: int | None = None):
         super().__init__()
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
+            raise ConfigError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
         if padding not in ("longest", "max_length"):
-            raise ValueError(f"data.padding={padding!r}: choose longest or max_length")
+            raise ConfigError(f"data.padding={padding!r}: choose longest or max_length")
         if batch_size < 1:
-            raise ValueError(f"data.batch_size={batch_size}: must be >= 1")
+            raise ConfigError(f"data.batch_size={batch_size}: must be >= 1")
         if not isinstance(packing, bool):
-            raise ValueError(f"data.packing={packing!r}: true or false")
+            raise ConfigError(f"data.packing={packing!r}: true or false")
         if batch_tokens is not None:
             # any conversation may be max_length tokens long: one such row must fit a batch
             row = padded_width(max_length, padding=padding, max_length=max_length,
                                pad_to_multiple_of=pad_to_multiple_of)
             if batch_tokens < row:
-                raise ValueError(f"data.batch_tokens={batch_tokens}: must be >= {row}, the "
-                                 f"tokens of one padded row of data.max_length={max_length}")
+                raise ConfigError(f"data.batch_tokens={batch_tokens}: must be >= {row}, the "
+                                  f"tokens of one padded row of data.max_length={max_length}")
         self.packing, self.batch_tokens = packing, batch_tokens
         self.source = dict(source)
         self.sampler = sampler or NegativeSampler(strategy="none", k=None)
@@ -217,7 +218,7 @@ class NERDataModule(pl.LightningDataModule):
             return
         passages = load_passages(self.source, self.report)
         if not passages:
-            raise ValueError(f"data source {self.source.get('path')} yielded no passages")
+            raise ConfigError(f"data source {self.source.get('path')} yielded no passages")
         # the split has its own generator, so other seeded draws don't move it
         order = np.random.default_rng(self.seed).permutation(len(passages))
         n_val = int(round(self.val_fraction * len(passages)))

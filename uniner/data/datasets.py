@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from uniner.data import readers
 from uniner.data.records import Passage, ReadReport
-from uniner.errors import MissingFileError
+from uniner.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,10 @@ def dataset_source(ds: Mapping, split: str = "test") -> tuple[dict, Path]:
     source = {k: v for k, v in ds.items() if k not in META}
     if split == "train":
         if not ds.get("train"):
-            raise ValueError(f"dataset {ds.get('name')}: no train split configured (`train:`)")
+            raise ConfigError(f"dataset {ds.get('name')}: no train split configured (`train:`)")
         source.update(ds["train"])
     elif split != "test":
-        raise ValueError(f"split={split!r}: choose test or train")
+        raise ConfigError(f"split={split!r}: choose test or train")
     path = Path(str(source["path"]))
     if source.get("format") == "instructuie":
         labels = path / "labels.json"

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from uniner.data.records import Passage
+from uniner.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,11 @@ class ChatTemplate(PromptStyle):
 
     def __init__(self, tokenizer=None):
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("prompt=chat renders with the backbone tokenizer's chat template, and "
-                             f"{getattr(tokenizer, 'name_or_path', tokenizer)!r} has none: use "
-                             "prompt=uniner (the recipe's template) or an instruction-tuned "
-                             "backbone's tokenizer")
+            name = getattr(tokenizer, "name_or_path", tokenizer)
+            raise ConfigError("prompt=chat renders with the backbone tokenizer's chat template, "
+                              f"and {name!r} has none: use "
+                              "prompt=uniner (the recipe's template) or an instruction-tuned "
+                              "backbone's tokenizer")
         self.tokenizer = tokenizer
         self.end_of_turn = self._end_of_turn()
         self._shape: list[tuple[bool, str]] = []  # (is a reply, text with placeholders)
@@ -164,8 +166,8 @@ class ChatTemplate(PromptStyle):
         specials = set(self.tokenizer.all_special_tokens) | {t.content for t in added}
         found = max((t for t in specials if t and after.startswith(t)), key=len, default=None)
         if found is None:
-            raise ValueError(f"prompt=chat: the chat template ends a reply with {after[:20]!r}, "
-                             "not a special token; generation could not stop at the end of turn")
+            raise ConfigError(f"prompt=chat: the chat template ends a reply with {after[:20]!r}, "
+                              "not a special token; generation could not stop at the end of turn")
         return found
 
     def _messages(self, n: int) -> list[dict]:
@@ -184,9 +186,9 @@ class ChatTemplate(PromptStyle):
             reply = messages[k]["content"] + self.end_of_turn
             if not (head.startswith(done) and full.startswith(head)
                     and full[len(head):].startswith(reply)):
-                raise ValueError("prompt=chat: the chat template's renders of growing message "
-                                 "lists are not prefixes of each other, so a conversation cannot "
-                                 "be split into turns for the loss mask")
+                raise ConfigError("prompt=chat: the chat template's renders of growing message "
+                                  "lists are not prefixes of each other, so a conversation cannot "
+                                  "be split into turns for the loss mask")
             self._shape += [(False, head[len(done):]), (True, reply)]
         return self._shape[: 2 * (n + 1)]
 
@@ -216,7 +218,7 @@ prompt_styles: dict[str, type[PromptStyle]] = {"uniner": UniNER, "chat": ChatTem
 def prompt_style(name: str, tokenizer=None) -> PromptStyle:
     """The style `name` (a config's `prompt`) for a backbone's tokenizer."""
     if name not in prompt_styles:
-        raise ValueError(f"prompt={name!r}: choose one of {', '.join(prompt_styles)}")
+        raise ConfigError(f"prompt={name!r}: choose one of {', '.join(prompt_styles)}")
     return prompt_styles[name](tokenizer)
 
 

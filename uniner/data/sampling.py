@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from uniner.data.records import Passage
+from uniner.errors import ConfigError
 
 STRATEGIES = ("none", "uniform", "frequency")
 
@@ -43,12 +44,12 @@ class NegativeSampler:
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"sampling.strategy={self.strategy!r}: choose one of {STRATEGIES}")
+            raise ConfigError(f"sampling.strategy={self.strategy!r}: choose one of {STRATEGIES}")
         if (self.k is None) == (self.ratio is None) and self.strategy != "none":
-            raise ValueError("sampling: set exactly one of `k` (count) and `ratio` "
-                             f"(per positive type); got k={self.k}, ratio={self.ratio}")
+            raise ConfigError("sampling: set exactly one of `k` (count) and `ratio` "
+                              f"(per positive type); got k={self.k}, ratio={self.ratio}")
         if (self.k is not None and self.k < 0) or (self.ratio is not None and self.ratio < 0):
-            raise ValueError("sampling.k and sampling.ratio must be >= 0")
+            raise ConfigError("sampling.k and sampling.ratio must be >= 0")
 
     def _count(self, n_positive: int) -> int:
         return self.k if self.k is not None else math.ceil(self.ratio * n_positive)

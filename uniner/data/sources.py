@@ -11,6 +11,7 @@ import numpy as np
 from uniner.data import readers
 from uniner.data.datasets import supervised_passages
 from uniner.data.records import Passage, ReadReport
+from uniner.errors import ConfigError
 
 # formats that combine other sources
 COMBINED = ("mix", "supervised")
@@ -29,8 +30,8 @@ def load_passages(source: dict, report: ReadReport | None = None) -> list[Passag
     if fmt == "supervised":
         return supervised_passages(report=report, **source)
     if fmt not in readers.READERS:
-        raise ValueError(f"data.source.format={fmt!r}: choose one of "
-                         f"{sorted([*readers.READERS, *COMBINED])}")
+        raise ConfigError(f"data.source.format={fmt!r}: choose one of "
+                          f"{sorted([*readers.READERS, *COMBINED])}")
     return readers.read_source({"format": fmt, **source}, report)
 
 
@@ -47,7 +48,7 @@ def mix_passages(parts: dict, *, seed: int = 42, report: ReadReport | None = Non
         part = dict(part)
         weight = float(part.pop("weight", 1.0))
         if weight < 0:
-            raise ValueError(f"data.source.parts.{name}.weight={weight}: must be >= 0")
+            raise ConfigError(f"data.source.parts.{name}.weight={weight}: must be >= 0")
         if weight == 0:
             continue
         passages = load_passages(part, report)

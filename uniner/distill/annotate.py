@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from uniner.data.records import Mention, Passage
 from uniner.data.spans import first_occurrence
+from uniner.errors import ConfigError
 
 # A quoted string: escapes allowed; a single-quoted one may hold apostrophes inside words
 # (`'McDonald's'`), which is how teachers write Python-ish lists by hand.
@@ -108,7 +109,7 @@ def parse_answer(text: str) -> Parsed:
 def normalize_type(type_: str, case: str = "lower") -> str:
     """Collapse white space and apply the case policy (`lower` or `keep`)."""
     if case not in ("lower", "keep"):
-        raise ValueError(f"type_case={case!r}: choose lower or keep")
+        raise ConfigError(f"type_case={case!r}: choose lower or keep")
     type_ = " ".join(type_.split())
     return type_.lower() if case == "lower" else type_
 

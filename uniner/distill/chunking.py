@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uniner.data.records import DataError
+from uniner.errors import ConfigError
 
 WORD_PIECE = re.compile(r"\w+|[^\w\s]")
 # A sentence ends at . ! ? (with any closing quotes/brackets) before white space and a word that
@@ -40,7 +41,7 @@ class TokenCounter:
 
             self.tok = AutoTokenizer.from_pretrained(tokenizer)
             if not self.tok.is_fast:
-                raise ValueError(f"tokenizer={tokenizer!r}: need a fast tokenizer (offsets)")
+                raise ConfigError(f"tokenizer={tokenizer!r}: need a fast tokenizer (offsets)")
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Character spans of the tokens of `text`."""
@@ -108,7 +109,7 @@ def chunk(text: str, limit: int, counter: TokenCounter) -> list[str]:
     A sentence longer than `limit` is cut on its own, at white space where possible.
     """
     if limit < 1:
-        raise ValueError("chunk_tokens must be >= 1")
+        raise ConfigError("chunk_tokens must be >= 1")
     units = []
     for s, e in sentences(text):
         units += [(s, e)] if counter.count(text[s:e]) <= limit else _split_long(

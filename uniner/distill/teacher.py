@@ -23,6 +23,8 @@ from pathlib import Path
 
 import openai
 
+from uniner.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 # The data-construction prompt of the paper, verbatim. Changing either text changes every cache key.
@@ -175,12 +177,12 @@ class Teacher:
                  max_tokens: int = 1024, max_retries: int = 6, backoff_base: float = 1.0,
                  backoff_max: float = 60.0, cache: str | Path | None = None):
         if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
-            raise ValueError("teacher: need max_concurrency >= 1, max_retries >= 0, timeout > 0")
+            raise ConfigError("teacher: need max_concurrency >= 1, max_retries >= 0, timeout > 0")
         if api_key_env is None:
             self._key = "EMPTY"  # local servers (vLLM, Ollama) accept any key
         elif not os.environ.get(api_key_env):
-            raise ValueError(f"teacher: the API key variable ${api_key_env} is not set "
-                             "(or set teacher.api_key_env=null for a server without keys)")
+            raise ConfigError(f"teacher: the API key variable ${api_key_env} is not set "
+                              "(or set teacher.api_key_env=null for a server without keys)")
         else:
             self._key = os.environ[api_key_env]
         self.base_url, self.model = base_url, model

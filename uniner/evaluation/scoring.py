@@ -20,6 +20,7 @@ from pathlib import Path
 from uniner.data.answers import parse_mentions
 from uniner.data.readers import json_lines
 from uniner.data.records import DataError
+from uniner.errors import ConfigError
 from uniner.evaluation.benchmark import Query
 from uniner.evaluation.metric import (
     SpanQuery,
@@ -134,8 +135,8 @@ def score_dataset(queries: Sequence[Query], outputs: Sequence[str], metric: str 
     official = score_queries(outputs, golds)
     spans_known = all(q.spans is not None for q in queries)
     if metric == "strict" and not spans_known:
-        raise ValueError(f"metric=strict: dataset {queries[0].dataset} has no gold spans "
-                         "(format uniner_json or pile_ner); use metric=uniner or both")
+        raise ConfigError(f"metric=strict: dataset {queries[0].dataset} has no gold spans "
+                          "(format uniner_json or pile_ner); use metric=uniner or both")
     strict = None
     if metric != "uniner" and spans_known:
         strict = strict_scores(SpanQuery(q.text, q.type, o, q.spans, q.sentence)
@@ -210,7 +211,7 @@ def evaluate(queries: Sequence[Query], outputs: Sequence[str | None], *, metric:
         row per query for `predictions.jsonl`.
     """
     if metric not in METRICS:
-        raise ValueError(f"metric={metric!r}: choose one of {', '.join(METRICS)}")
+        raise ConfigError(f"metric={metric!r}: choose one of {', '.join(METRICS)}")
     if len(queries) != len(outputs):
         raise ValueError(f"{len(outputs)} outputs for {len(queries)} queries")
     if not queries:
@@ -220,7 +221,7 @@ def evaluate(queries: Sequence[Query], outputs: Sequence[str | None], *, metric:
         groups.setdefault(q.dataset, []).append(i)
     clash = set(groups) & {AVERAGE, *SUMMARY_KEYS}
     if clash:
-        raise ValueError(f"dataset names {sorted(clash)} are reserved in metrics.json")
+        raise ConfigError(f"dataset names {sorted(clash)} are reserved in metrics.json")
     texts = ["" if o is None else o for o in outputs]
     per_dataset = {
         name: score_dataset([queries[i] for i in idx], [texts[i] for i in idx], metric,
@@ -285,13 +286,13 @@ def match_predictions(queries: Sequence[Query], predictions: dict[str, str], *,
     absent = [q.id for q, o in zip(queries, outputs) if o is None]
     if not allow_missing:
         if unknown:
-            raise ValueError(f"{source}: {len(unknown)} ids that no benchmark query has (first: "
-                             f"{unknown[:3]}); wrong benchmark, or ids from another conversion? "
-                             "allow_missing=true ignores and counts them")
+            raise DataError(f"{len(unknown)} ids that no benchmark query has (first: "
+                            f"{unknown[:3]}); wrong benchmark, or ids from another conversion? "
+                            "allow_missing=true ignores and counts them", source)
         if absent:
-            raise ValueError(f"{source}: {len(absent)} of {len(queries)} queries have no "
-                             f"prediction (first: {absent[:3]}); allow_missing=true scores them "
-                             "as empty answers and counts them")
+            raise DataError(f"{len(absent)} of {len(queries)} queries have no "
+                            f"prediction (first: {absent[:3]}); allow_missing=true scores them "
+                            "as empty answers and counts them", source)
     for what, n in (("prediction ids no query has (ignored)", len(unknown)),
                     ("queries without a prediction (scored as empty)", len(absent))):
         if n:

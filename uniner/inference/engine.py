@@ -28,6 +28,7 @@ from transformers.cache_utils import DynamicLayer
 
 from uniner.data.encoding import encode_prompt, encode_prompts
 from uniner.data.prompts import PromptStyle, UniNER
+from uniner.errors import ConfigError
 from uniner.inference.grammar import ConstrainedRow, SpanListGrammar, TokenTrie
 
 DECODINGS = ("greedy", "constrained")
@@ -170,10 +171,10 @@ class Engine:
                  decoding: str = "greedy", early_stop: bool = True,
                  style: PromptStyle | None = None):
         if decoding not in DECODINGS:
-            raise ValueError(f"decoding={decoding!r}: choose one of {', '.join(DECODINGS)}")
+            raise ConfigError(f"decoding={decoding!r}: choose one of {', '.join(DECODINGS)}")
         if max_new_tokens < 1 or batch_tokens < 1 or batch_rows < 1:
-            raise ValueError(f"max_new_tokens={max_new_tokens}, batch_tokens={batch_tokens}, "
-                             f"batch_rows={batch_rows}: each must be >= 1")
+            raise ConfigError(f"max_new_tokens={max_new_tokens}, batch_tokens={batch_tokens}, "
+                              f"batch_rows={batch_rows}: each must be >= 1")
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.batch_tokens, self.batch_rows = (max_new_tokens, batch_tokens,
                                                                    batch_rows)

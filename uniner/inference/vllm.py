@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from uniner.errors import ConfigError
 from uniner.inference.engine import encode_queries
 
 
@@ -30,8 +31,8 @@ def vllm_answers(checkpoint: str | Path, queries: Sequence[tuple[str, str]], *,
     from uniner.model.export import trained_style
 
     if (Path(checkpoint) / "adapter_config.json").is_file():
-        raise ValueError(f"engine=vllm: {checkpoint} is a LoRA adapter export; vLLM needs a full "
-                         "model: export with merge_lora=true, or use engine=hf")
+        raise ConfigError(f"engine=vllm: {checkpoint} is a LoRA adapter export; vLLM needs a full "
+                          "model: export with merge_lora=true, or use engine=hf")
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     style = trained_style(checkpoint, tokenizer, prompt)
     prompts = encode_queries(queries, tokenizer, style)

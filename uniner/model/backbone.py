@@ -28,6 +28,7 @@ from omegaconf.errors import MissingMandatoryValue
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 import uniner.config  # noqa: F401  registers the `asset` resolver used by backbone/tiny
+from uniner.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,14 @@ class BackboneArgs:
 
     def __post_init__(self):
         if (self.path is None) == (self.config is None):
-            raise ValueError(f"backbone={self.name}: set exactly one of `path` (a pretrained "
-                             "model) and `config` (a random-init model)")
+            raise ConfigError(f"backbone={self.name}: set exactly one of `path` (a pretrained "
+                              "model) and `config` (a random-init model)")
         if self.tokenizer is None:
             if self.path is None:
-                raise ValueError(f"backbone={self.name}: a random-init `config` needs `tokenizer`")
+                raise ConfigError(f"backbone={self.name}: a random-init `config` needs `tokenizer`")
             self.tokenizer = self.path
         if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise ValueError(f"backbone.dtype={self.dtype!r}: choose auto, {', '.join(DTYPES)}")
+            raise ConfigError(f"backbone.dtype={self.dtype!r}: choose auto, {', '.join(DTYPES)}")
 
 
 @dataclass
@@ -87,12 +88,12 @@ class QuantArgs:
 
     def __post_init__(self):
         if self.bits not in (None, 4, 8):
-            raise ValueError(f"quant={self.name}: bits={self.bits!r}, choose null, 8 or 4")
+            raise ConfigError(f"quant={self.name}: bits={self.bits!r}, choose null, 8 or 4")
         if self.quant_type not in ("nf4", "fp4"):
-            raise ValueError(f"quant.quant_type={self.quant_type!r}: choose nf4 or fp4")
+            raise ConfigError(f"quant.quant_type={self.quant_type!r}: choose nf4 or fp4")
         if self.compute_dtype != "auto" and self.compute_dtype not in DTYPES:
-            raise ValueError(f"quant.compute_dtype={self.compute_dtype!r}: "
-                             f"choose auto, {', '.join(DTYPES)}")
+            raise ConfigError(f"quant.compute_dtype={self.compute_dtype!r}: "
+                              f"choose auto, {', '.join(DTYPES)}")
 
     def bnb_config(self, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
         """The transformers quantization config, None without quantization."""
@@ -124,19 +125,19 @@ class AdapterArgs:
 
     def __post_init__(self):
         if self.name not in ("none", "lora"):
-            raise ValueError(f"adapter={self.name!r}: choose none or lora")
+            raise ConfigError(f"adapter={self.name!r}: choose none or lora")
         if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"adapter.lr={self.lr}: must be > 0")
+            raise ConfigError(f"adapter.lr={self.lr}: must be > 0")
         if self.r < 1 or not self.alpha > 0 or not 0 <= self.dropout < 1:
-            raise ValueError(f"adapter: r={self.r}, alpha={self.alpha}, dropout={self.dropout}: "
-                             "need r >= 1, alpha > 0, 0 <= dropout < 1")
+            raise ConfigError(f"adapter: r={self.r}, alpha={self.alpha}, dropout={self.dropout}: "
+                              "need r >= 1, alpha > 0, 0 <= dropout < 1")
         if isinstance(self.target_modules, str):
             if self.target_modules != "all-linear":
-                raise ValueError(f"adapter.target_modules={self.target_modules!r}: "
-                                 "a list of module names or 'all-linear'")
+                raise ConfigError(f"adapter.target_modules={self.target_modules!r}: "
+                                  "a list of module names or 'all-linear'")
         elif not self.target_modules or not all(isinstance(m, str) for m in self.target_modules):
-            raise ValueError(f"adapter.target_modules={self.target_modules!r}: "
-                             "a non-empty list of module names or 'all-linear'")
+            raise ConfigError(f"adapter.target_modules={self.target_modules!r}: "
+                              "a non-empty list of module names or 'all-linear'")
         else:
             self.target_modules = list(self.target_modules)
 
@@ -153,18 +154,18 @@ def group_args(cls, group: str, cfg):
         try:
             cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         except MissingMandatoryValue as e:
-            raise ValueError(f"{group}: {e.msg} (set it on the command line, "
-                             f"e.g. {group}.{e.full_key.split('.')[-1]}=...)") from None
+            raise ConfigError(f"{group}: {e.msg} (set it on the command line, "
+                              f"e.g. {group}.{e.full_key.split('.')[-1]}=...)") from None
     if not isinstance(cfg, Mapping):
-        raise ValueError(f"{group}: expected a mapping, got {type(cfg).__name__}")
+        raise ConfigError(f"{group}: expected a mapping, got {type(cfg).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(cfg) - known)
     if unknown:
-        raise ValueError(f"{group}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        raise ConfigError(f"{group}: unknown key(s) {unknown}; known keys: {sorted(known)}")
     try:
         return cls(**cfg)
     except TypeError as e:  # a missing required key
-        raise ValueError(f"{group}: {e}") from None
+        raise ConfigError(f"{group}: {e}") from None
 
 
 def validate(backbone, quant, adapter) -> tuple[BackboneArgs, QuantArgs, AdapterArgs]:
@@ -186,10 +187,10 @@ def validate(backbone, quant, adapter) -> tuple[BackboneArgs, QuantArgs, Adapter
     q = group_args(QuantArgs, "quant", quant)
     a = group_args(AdapterArgs, "adapter", adapter)
     if q.bits and not a.lora:
-        raise ValueError(f"quant={q.name} needs adapter=lora: a quantized base is frozen and "
-                         f"cannot be fully finetuned; add adapter=lora (QLoRA) or use quant=none")
+        raise ConfigError(f"quant={q.name} needs adapter=lora: a quantized base is frozen and "
+                          f"cannot be fully finetuned; add adapter=lora (QLoRA) or use quant=none")
     if q.bits and importlib.util.find_spec("bitsandbytes") is None:
-        raise ValueError(f"quant={q.name} needs bitsandbytes: pip install bitsandbytes")
+        raise ConfigError(f"quant={q.name} needs bitsandbytes: pip install bitsandbytes")
     return b, q, a
 
 
@@ -284,8 +285,8 @@ def _random_init(b: BackboneArgs, tokenizer, dtype: torch.dtype, attn: str):
         kwargs.setdefault(f"{special}_token_id", getattr(tokenizer, f"{special}_token_id"))
     config = AutoConfig.for_model(model_type, **kwargs)
     if config.vocab_size < len(tokenizer):
-        raise ValueError(f"backbone={b.name}: config.vocab_size={config.vocab_size} < "
-                         f"{len(tokenizer)} tokens of {b.tokenizer}")
+        raise ConfigError(f"backbone={b.name}: config.vocab_size={config.vocab_size} < "
+                          f"{len(tokenizer)} tokens of {b.tokenizer}")
     return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn,
                                             trust_remote_code=b.trust_remote_code)
 

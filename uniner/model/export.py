@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from uniner.config import redact
 from uniner.data.prompts import PromptStyle, prompt_style
+from uniner.errors import ConfigError
 from uniner.model.backbone import (
     DTYPE_NAMES,
     QuantArgs,
@@ -45,7 +46,7 @@ def _quant_of(model) -> dict | None:
     if qc.get("load_in_8bit"):
         return dataclasses.asdict(QuantArgs(name="int8", bits=8,
                                             threshold=qc["llm_int8_threshold"]))
-    raise ValueError(f"unsupported quantization {qc.get('quant_method')!r}: only bitsandbytes")
+    raise ConfigError(f"unsupported quantization {qc.get('quant_method')!r}: only bitsandbytes")
 
 
 def _base_state_dict(peft_model) -> dict[str, torch.Tensor]:
@@ -102,9 +103,9 @@ def _merged_model(peft_model):
             continue
         for pname, p in module.named_parameters(recurse=False):
             if not p.dtype.is_floating_point:
-                raise ValueError(f"cannot merge LoRA into {name}.{pname} ({p.dtype}, "
-                                 f"{type(module).__name__}): only bitsandbytes int8/4-bit layers "
-                                 "can be dequantized; export the adapter (merge_lora=false)")
+                raise ConfigError(f"cannot merge LoRA into {name}.{pname} ({p.dtype}, "
+                                  f"{type(module).__name__}): only bitsandbytes int8/4-bit layers "
+                                  "can be dequantized; export the adapter (merge_lora=false)")
             state[prefix + pname] = p.detach()
         for bname, buf in module.named_buffers(recurse=False):
             if bname not in module._non_persistent_buffers_set:
@@ -228,7 +229,7 @@ def load_trained(path, *, quant=None, device=None, dtype: str | None = None):
         source = out
     saved = _saved_quantization(source) if isinstance(source, Path) else None
     if saved is not None and quant is not None:
-        raise ValueError(f"{source} holds a base quantized as trained; load it with quant=None")
+        raise ConfigError(f"{source} holds a base quantized as trained; load it with quant=None")
     if quant is None:
         q = QuantArgs(**info["quant"]) if adapter and info.get("quant") else QuantArgs()
     else:

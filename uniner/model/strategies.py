@@ -6,6 +6,8 @@ import importlib
 
 from pytorch_lightning.strategies import FSDPStrategy
 
+from uniner.errors import ConfigError
+
 
 def _layer_class(name: str) -> type | None:
     """A decoder layer class of transformers by name, None where that model isn't available."""
@@ -22,8 +24,8 @@ def fsdp_strategy(layer_classes: list[str], sharding_strategy: str = "FULL_SHARD
     """FSDP wrapping each decoder layer (by class name), optionally with activation checkpoints."""
     classes = {c for c in map(_layer_class, layer_classes) if c is not None}
     if not classes:
-        raise ValueError(f"trainer.strategy.layer_classes={layer_classes}: none found in "
-                         "transformers")
+        raise ConfigError(f"trainer.strategy.layer_classes={layer_classes}: none found in "
+                          "transformers")
     return FSDPStrategy(auto_wrap_policy=classes, sharding_strategy=sharding_strategy,
                         activation_checkpointing_policy=classes if activation_checkpointing
                         else None, **kwargs)

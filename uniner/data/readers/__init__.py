@@ -16,6 +16,7 @@ from uniner.data.readers.bio import LAYOUTS, SCHEMES, read_bio
 from uniner.data.readers.common import ON_ERROR, json_lines, load_label_map
 from uniner.data.readers.json_formats import read_instructuie, read_pile_ner, read_uniner_json
 from uniner.data.records import Passage, ReadReport
+from uniner.errors import ConfigError
 
 __all__ = ["LAYOUTS", "ON_ERROR", "READERS", "SCHEMES", "json_lines", "load_label_map",
            "read_bio", "read_instructuie", "read_pile_ner", "read_source", "read_uniner_json"]
@@ -34,7 +35,7 @@ def read_source(source: dict, report: ReadReport | None = None) -> list[Passage]
     source = dict(source)
     fmt = source.pop("format", None)
     if fmt not in READERS:
-        raise ValueError(f"format={fmt!r}: choose one of {sorted(READERS)}")
+        raise ConfigError(f"format={fmt!r}: choose one of {sorted(READERS)}")
     paths = source.pop("path")
     report = report if report is not None else ReadReport(str(paths))
     passages = []

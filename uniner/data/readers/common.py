@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from uniner.data.records import DataError, ReadReport
+from uniner.errors import ConfigError
 
 ON_ERROR = ("raise", "skip")
 
@@ -26,7 +27,7 @@ class RowError(DataError):
 
 def check(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r}: choose one of {', '.join(choices)}")
+        raise ConfigError(f"{name}={value!r}: choose one of {', '.join(choices)}")
 
 
 def read_rows(rows: Iterable[tuple | RowError], read: Callable[..., T], *, on_error: str,
