@@ -106,10 +106,6 @@ def _emptiness(spec, inputs: list[Input]) -> str:
 
 def run(cfg: DictConfig) -> int:
     """Read `cfg.input`, extract, write JSON lines; returns the number of inputs."""
-    from tqdm import tqdm
-
-    from uniner.inference.extractor import Extractor
-
     types = cfg.types
     if isinstance(types, str):
         types = [types]
@@ -121,6 +117,10 @@ def run(cfg: DictConfig) -> int:
                           f"({_emptiness(cfg.input, inputs)})")
     if cfg.chunk < 1:
         raise ConfigError(f"chunk={cfg.chunk}: must be >= 1")
+    from tqdm import tqdm
+
+    from uniner.inference.extractor import Extractor  # heavy: after the input is checked
+
     quant = cfg.get("quant")
     extractor = Extractor.from_pretrained(
         cfg.checkpoint, device=cfg.device, dtype=cfg.dtype,

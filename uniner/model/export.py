@@ -217,10 +217,11 @@ def load_trained(path, *, quant=None, device=None, dtype: str | None = None):
     """
     from peft import PeftConfig, PeftModel
 
-    out = Path(path).resolve()
-    info_file = out / EXPORT_INFO
+    local = Path(path).expanduser()
+    out = local.resolve() if local.is_dir() else str(path)  # a directory, else a hub id
+    info_file = Path(out) / EXPORT_INFO
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-    adapter = (out / "adapter_config.json").is_file()
+    adapter = (Path(out) / "adapter_config.json").is_file()
     if adapter and (out / "base").is_dir():
         source = out / "base"
     elif adapter:

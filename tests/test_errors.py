@@ -1,0 +1,214 @@
+"""A user's mistake is one line naming the key, file or line, and a non-zero exit, in seconds and
+before any model loads; `HYDRA_FULL_ERROR=1` still shows the traceback (issue 18).
+
+The tools run as a user runs them, in a subprocess (`python -m uniner.cli.<tool>`).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from uniner.cli import checks, schemas
+from uniner.config import CONF_DIR
+from uniner.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = ["debug=smoke", "logger=none"]
+# what uniner-train must not reach when its config is wrong: importing the model room fails
+NO_MODEL = ("import sys; sys.modules['uniner.model.backbone'] = None; "
+            "sys.argv = ['uniner-train', *sys.argv[1:]]; from uniner.cli.train import main; main()")
+
+
+def cli(tool: str, *args: str, cwd: Path, stdin: str = "", model: bool = True,
+        **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **env}
+    env.pop("HYDRA_FULL_ERROR", None) if "HYDRA_FULL_ERROR" not in env else None
+    cmd = ["-m", f"uniner.cli.{tool}"] if model else ["-c", NO_MODEL]
+    return subprocess.run([sys.executable, *cmd, *args], cwd=cwd, input=stdin, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line(done: subprocess.CompletedProcess, line: str) -> None:
+    """Exit 2, no traceback nor Hydra's "Error executing job", and `line` last on stderr."""
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Error executing job" not in done.stderr, \
+        done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == line
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    """A directory that looks like a model (never loaded: the input fails first)."""
+    path = tmp_path / "model"
+    path.mkdir()
+    (path / "config.json").write_text("{}")
+    return path
+
+
+# ------------------------------------------------------------------------------ uniner-train
+
+
+@pytest.mark.parametrize("override, line", [
+    ("trainer.max_epochs=three", "trainer.max_epochs=three: expected an integer or null"),
+    ("data.batch_size=abc", "data.batch_size=abc: expected an integer"),
+    ("data.padding=widest", "data.padding=widest: expected one of longest, max_length"),
+])
+def test_an_override_of_the_wrong_type_names_key_and_type(tmp_path, override, line):
+    done = cli("train", *SMOKE, override, cwd=tmp_path, model=False)
+    assert_one_line(done, f"uniner-train: error: {line}")
+
+
+def test_a_missing_data_file_fails_before_the_model_loads(tmp_path):
+    path = tmp_path / "nope" / "train.txt"
+    done = cli("train", *SMOKE, "data=bio", f"data.source.path={path}", cwd=tmp_path,
+               model=False)
+    assert_one_line(done, f"uniner-train: error: data.source.path={path}: no such file or "
+                          "directory")
+
+
+def test_a_missing_data_root_names_the_key_and_the_variable(tmp_path):
+    """Every dataset of the benchmark under an absent data root: one line up front (not a
+    crash after training)."""
+    root = tmp_path / "nope"
+    done = cli("train", *SMOKE, "benchmark=zero_shot", f"paths.data_root={root}",
+               cwd=tmp_path, model=False)
+    assert_one_line(done, f"uniner-train: error: paths.data_root={root}: no such directory "
+                          "(needed by benchmark=zero_shot); set UNINER_DATA=<your copy of the "
+                          "data> or paths.data_root=<dir>")
+
+
+def test_a_benchmark_without_any_file_under_an_existing_root_is_one_line(tmp_path):
+    done = cli("train", *SMOKE, "benchmark=zero_shot", f"paths.data_root={tmp_path}",
+               cwd=tmp_path, model=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("uniner-train: error: benchmark=zero_shot: none of its 7 dataset "
+                           f"files exists (first: {tmp_path}/crossner/ai/test.txt)")
+    assert "UNINER_DATA" in last
+
+
+def test_the_default_data_root_is_the_variable_else_data_in_the_working_directory(tmp_path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        env = os.environ.pop("UNINER_DATA", None)
+        try:
+            assert compose("train").paths.data_root == "./data"
+            os.environ["UNINER_DATA"] = str(tmp_path)
+            assert compose("train").paths.data_root == str(tmp_path)
+        finally:
+            os.environ.pop("UNINER_DATA", None)
+            if env is not None:
+                os.environ["UNINER_DATA"] = env
+
+
+def test_some_missing_datasets_are_listed_not_an_error(tmp_path, data_root):
+    """Some dataset files absent: no error; they are the missing rows of the results."""
+    (tmp_path / "crossner" / "ai").mkdir(parents=True)
+    (tmp_path / "crossner" / "ai" / "test.txt").write_bytes(
+        (data_root / "crossner" / "ai" / "test.txt").read_bytes())
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("eval", [f"paths.data_root={tmp_path}"])
+    missing = checks.check_benchmark(cfg.benchmark, cfg.paths.data_root)
+    assert len(missing) == 6 and "crossner_ai" not in missing
+    with pytest.raises(ConfigError, match="benchmark.datasets.crossner_literature: .* not found"):
+        cfg.benchmark.strict_files = True
+        checks.check_benchmark(cfg.benchmark, cfg.paths.data_root)
+
+
+def test_hydra_full_error_shows_the_traceback(tmp_path):
+    done = cli("train", *SMOKE, "data.batch_size=abc", cwd=tmp_path, model=False,
+               HYDRA_FULL_ERROR="1")
+    assert done.returncode != 0
+    assert "Traceback" in done.stderr and "ConfigError: data.batch_size=abc" in done.stderr
+
+
+# ------------------------------------------------------------------------------ eval, predict
+
+
+@pytest.mark.parametrize("tool, args", [
+    ("predict", ["input=some text", "types=[person]"]),
+    ("eval", ["benchmark=sample"]),
+])
+def test_a_checkpoint_that_is_no_directory_is_one_line(tmp_path, tool, args):
+    (tmp_path / "outputs").mkdir()  # outputs/nope: a path, not the hub id `outputs/nope`
+    done = cli(tool, "checkpoint=outputs/nope", *args, cwd=tmp_path)
+    assert_one_line(done, f"uniner-{tool}: error: checkpoint=outputs/nope: no such directory")
+    done = cli(tool, f"checkpoint={tmp_path}", *args, cwd=tmp_path)
+    assert_one_line(done, f"uniner-{tool}: error: checkpoint={tmp_path}: not a model directory "
+                          "(no config.json nor adapter_config.json)")
+
+
+def test_a_bad_jsonl_line_is_one_line(tmp_path, model_dir):
+    (tmp_path / "bad.jsonl").write_text('{"text": "Ada", "types": ["person"]}\n{"text": \n')
+    done = cli("predict", f"checkpoint={model_dir}", "input=bad.jsonl", cwd=tmp_path)
+    assert_one_line(done, "uniner-predict: error: bad.jsonl:2: not valid JSON (Expecting value)")
+
+
+def test_empty_predict_input_is_an_error(tmp_path, model_dir):
+    (tmp_path / "empty.txt").write_text("")
+    done = cli("predict", f"checkpoint={model_dir}", "input=empty.txt", "types=[person]",
+               cwd=tmp_path)
+    assert_one_line(done, "uniner-predict: error: input=empty.txt: no text to extract from "
+                          "(the file is empty)")
+    done = cli("predict", f"checkpoint={model_dir}", "input=-", "types=[person]", cwd=tmp_path)
+    assert_one_line(done, "uniner-predict: error: input=-: no text to extract from (stdin is "
+                          "empty)")
+
+
+def test_a_mandatory_value_left_unset_is_one_line(tmp_path):
+    done = cli("predict", "input=x", "types=[a]", cwd=tmp_path)
+    assert_one_line(done, "uniner-predict: error: checkpoint is missing: give it on the command "
+                          "line (checkpoint=...)")
+
+
+# ------------------------------------------------------------------------------ in process
+
+
+def compose_cfg(name: str, overrides=()):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")
+                  if not p.stem.startswith("_"))
+
+
+@pytest.mark.parametrize("override", [f"{g}={o}" for g in (
+    "experiment", "sweep", "debug", "data", "sampling", "backbone", "quant", "adapter", "trainer",
+    "logger", "benchmark") for o in options(g)])
+def test_every_shipped_config_passes_its_schema(override, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cfg = compose_cfg("train", [override] + (["backbone.path=x"] if override ==
+                                              "backbone=custom" else []))
+    cfg.trainer.default_root_dir = "."  # ${hydra:...} resolves only inside a run
+    for logger in (cfg.logger or {}).values():
+        logger.save_dir = "."
+    checks.check_types(cfg, schemas.Train)
+
+
+@pytest.mark.parametrize("name, schema, overrides", [
+    ("eval", schemas.Eval, ["checkpoint=x"]),
+    ("predict", schemas.Predict, ["checkpoint=x", "input=x"]),
+    ("prepare", schemas.Prepare, []),
+    ("demo", schemas.Demo, []),
+])
+def test_every_tool_config_passes_its_schema(name, schema, overrides):
+    checks.check_types(compose_cfg(name, overrides), schema)
+
+
+def test_hub_ids_and_paths():
+    assert checks.hub_like("Universal-NER/UniNER-7B-type") and checks.hub_like("gpt2")
+    assert not checks.hub_like("outputs/train/x/export") and not checks.hub_like("./model")
+    assert not checks.hub_like("/abs/model") and not checks.hub_like("~/model")
+    checks.check_model("checkpoint", "Universal-NER/UniNER-7B-type")  # left to the hub
+    with pytest.raises(ConfigError, match="checkpoint=/abs/model: no such directory"):
+        checks.check_model("checkpoint", "/abs/model")
