@@ -196,16 +196,15 @@ def check_source(source: Mapping, key: str, data_root: str | None) -> None:
         from uniner.data.datasets import dataset_entries, dataset_source
 
         split = source.get("split", "train")
-        found = []
-        for ds in dataset_entries(source.get("datasets")):
-            _, file = dataset_source(ds, split)
-            if source.get("strict_files"):
-                check_exists(f"{key}.datasets.{ds['name']} ({split})", file, data_root)
-            found.append(file.exists())
-        if found and not any(found):
-            missing_root(data_root, file, key)
-            raise ConfigError(f"{key}: none of its {len(found)} datasets has a {split} file "
-                              f"(first missing: {file}); is paths.data_root={data_root} right?")
+        files = [dataset_source(ds, split) for ds in dataset_entries(source.get("datasets"))]
+        missing = [file for _, file in files if not file.exists()]
+        if missing:
+            missing_root(data_root, missing[0], key)
+        if missing and len(missing) == len(files):
+            raise ConfigError(f"{key}: none of its {len(files)} datasets has a {split} file "
+                              f"(first: {missing[0]}); is paths.data_root={data_root} right?")
+        if missing and source.get("strict_files"):
+            raise ConfigError(f"{key}: {missing[0]} not found ({key}.strict_files=true)")
     elif fmt == "instructuie" and path is not None:
         check_exists(f"{key}.path", Path(str(path)) / f"{source.get('split', 'train')}.json",
                      data_root)
