@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from uniner.cli import checks, schemas
 from uniner.config import CONF_DIR
@@ -212,3 +213,15 @@ def test_hub_ids_and_paths():
     checks.check_model("checkpoint", "Universal-NER/UniNER-7B-type")  # left to the hub
     with pytest.raises(ConfigError, match="checkpoint=/abs/model: no such directory"):
         checks.check_model("checkpoint", "/abs/model")
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_data_source_finds_its_files_in_the_real_data(data, data_root, tmp_path):
+    cfg = compose_cfg("train", [f"data={data}", f"paths.data_root={data_root}"])
+    source = OmegaConf.to_container(cfg.data.source, resolve=True)
+    checks.check_source(source, "data.source", cfg.paths.data_root)
+    if data in ("bio", "instructuie", "supervised"):  # under the data root: not in an empty one
+        cfg = compose_cfg("train", [f"data={data}", f"paths.data_root={tmp_path}"])
+        source = OmegaConf.to_container(cfg.data.source, resolve=True)
+        with pytest.raises(ConfigError, match=r"data\.source.*(not found|no such file|none of its)"):
+            checks.check_source(source, "data.source", cfg.paths.data_root)
