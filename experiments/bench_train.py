@@ -12,8 +12,15 @@ The model is random-init (`tiny`: the tiny backbone with a 32k vocabulary; `llam
 LLaMA-7B architecture). Each mode runs in a fresh process (clean peak memory), `--repeats` times,
 modes interleaved; the median repeat is reported. Per mode: non-pad tokens/s over the measured
 steps (wall time between step ends, so batch assembly counts), mean step time (forward, backward,
-optimizer), peak memory (CUDA max allocated; on the CPU the process's peak RSS), and MFU =
-6 * N * tokens/s / peak FLOPs where `--peak-tflops` is given (N: all parameters, frozen included).
+optimizer), peak memory (CUDA max allocated; on the CPU the process's peak RSS), and, where
+`--peak-tflops` is given, MFU = 6 * N * tokens/s / peak FLOPs (N: all parameters, frozen included)
+and the utilization against what a frozen-base LoRA step needs: (4N + attention) * tokens/s /
+peak (no weight gradients of the base; attention's 12 * layers * d * keys a token, keys counted
+per conversation, so packing is not charged for attention it does not compute).
+
+Modes: `max_length` (the official recipe's padding), `longest`, `packed`, and packed rows with the
+`module.kernels` losses (`+chunked`, `+liger`) and `torch.compile` on the decoder layers
+(`+compile`). The default is the issue's table for the device (`--modes` overrides).
 """
 
 from __future__ import annotations
@@ -43,10 +50,20 @@ from uniner.model.backbone import build_backbone
 from uniner.model.module import NERModule
 
 DATA = Path(os.environ.get("UNINER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-MODES = {  # mode -> data module settings
-    "max_length": {"padding": "max_length", "packing": False},
-    "longest": {"padding": "longest", "packing": False},
-    "packed": {"padding": "longest", "packing": True},
+PADDED = {"padding": "max_length", "packing": False}
+PACKED = {"padding": "longest", "packing": True}
+MODES = {  # mode -> (data module settings, NERModule kernels and compile)
+    "max_length": (PADDED, {"kernels": "plain"}),
+    "longest": ({"padding": "longest", "packing": False}, {"kernels": "plain"}),
+    "packed": (PACKED, {"kernels": "plain"}),
+    "packed+chunked": (PACKED, {"kernels": "chunked"}),
+    "packed+liger": (PACKED, {"kernels": "liger"}),
+    "packed+chunked+compile": (PACKED, {"kernels": "chunked", "compile": "layers"}),
+    "packed+liger+compile": (PACKED, {"kernels": "liger", "compile": "layers"}),
+}
+DEFAULT_MODES = {  # the issue's table: official padding, packed, + loss, + fused kernels + compile
+    "cpu": "max_length,packed,packed+chunked,packed+chunked+compile",
+    "cuda": "max_length,packed,packed+chunked,packed+liger,packed+liger+compile",
 }
 ARCHS = {
     "tiny": {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
@@ -75,7 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="weights dtype; auto: bf16 on a bf16 GPU, else fp32")
     ap.add_argument("--attn", default="sdpa", help="sdpa | eager | flash_attention_2")
     ap.add_argument("--gradient-checkpointing", action="store_true")
-    ap.add_argument("--modes", default="max_length,longest,packed")
+    ap.add_argument("--modes", default=None, help=f"comma-separated, of {', '.join(MODES)}; "
+                    "default: " + "; ".join(f"{d}: {m}" for d, m in DEFAULT_MODES.items()))
     ap.add_argument("--pad-to-multiple-of", type=int, default=None,
                     help="data.pad_to_multiple_of: padded widths a multiple of this")
     ap.add_argument("--no-cudnn-sdpa", action="store_true",
@@ -95,6 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
     args.precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
+    args.modes = args.modes or DEFAULT_MODES[args.device]
     unknown = set(args.modes.split(",")) - set(MODES)
     if unknown:
         ap.error(f"--modes: unknown {sorted(unknown)}; choose from {sorted(MODES)}")
@@ -123,14 +142,15 @@ def measure(mode: str, args: dict) -> dict:
                        NegativeSampler(strategy="frequency", k=args["negatives"], seed=0),
                        max_length=args["max_length"], batch_size=args["batch_size"],
                        batch_tokens=args["batch_tokens"], seed=0,
-                       pad_to_multiple_of=args["pad_to_multiple_of"], **MODES[mode])
+                       pad_to_multiple_of=args["pad_to_multiple_of"], **MODES[mode][0])
     dm.connect(tokenizer)
     dm.setup("fit")
     lengths = row_lengths(dm.encode(dm.train_passages, 0))
 
     meter = StepMeter(args["warmup"], cuda)
     module = NERModule(model, tokenizer, partial(torch.optim.AdamW,
-                                                 lr=ADAPTERS[args["adapter"]]["lr"]))
+                                                 lr=ADAPTERS[args["adapter"]]["lr"]),
+                       **MODES[mode][1])
     trainer = pl.Trainer(accelerator="gpu" if cuda else "cpu", devices=1,
                          precision=args["precision"], max_steps=args["warmup"] + args["steps"],
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -147,7 +167,15 @@ def measure(mode: str, args: dict) -> dict:
     peak = torch.cuda.max_memory_allocated() if cuda \
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers, hidden = arch["num_hidden_layers"], arch["hidden_size"]
     return {"tokens_per_s": tokens / wall,
+            # FLOPs a non-pad token for a frozen base: 2N forward + 2N input gradients, plus
+            # attention (QK^T and AV: 4*d*keys forward, twice that backward, per layer)
+            "flops_4n_attn_per_token": 4 * n_params
+            + 12 * layers * hidden * sum(meter.keys[1:]) / max(1, tokens),
+            "labelled_share": sum(meter.labelled) / sum(meter.tokens),
+            "kernels": module.resolved_kernels,
+            "compile": MODES[mode][1].get("compile", False),
             "step_s": statistics.mean(meter.step_s),
             "padding_share": 1 - sum(meter.tokens) / sum(meter.cells),
             "rows_per_batch": statistics.mean(meter.rows),
@@ -168,6 +196,8 @@ class StepMeter(pl.Callback):
         self.warmup, self.cuda = warmup, cuda
         self.step_s, self.ends, self.tokens, self.cells, self.rows = [], [], [], [], []
         self.widths = []
+        self.keys = []  # per step: the keys each non-pad token attends to, summed
+        self.labelled = []  # per step: positions with a label (that need logits)
         self._start = 0.0
 
     def _now(self) -> float:
@@ -188,20 +218,28 @@ class StepMeter(pl.Callback):
         self.cells.append(batch["input_ids"].numel())
         self.rows.append(batch["input_ids"].shape[0])
         self.widths.append(batch["input_ids"].shape[1])
+        self.labelled.append(int((batch["labels"][:, 1:] != -100).sum()))
+        if "position_ids" in batch:  # packed: a conversation's tokens attend to its prefix
+            self.keys.append(int((batch["position_ids"] + 1).sum()))
+        else:
+            mask = batch["attention_mask"]
+            self.keys.append(int((mask.cumsum(-1) * mask).sum()))
 
 
 def table(results: dict, args: argparse.Namespace) -> str:
-    lines = ["| mode | non-pad tok/s | x max_length | step s | padding | rows | widths | peak GiB |"
-             + (" MFU |" if args.peak_tflops else ""),
-             "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.peak_tflops else "")]
+    peak = args.peak_tflops
+    lines = ["| mode | kernels | non-pad tok/s | x max_length | step s | padding | rows | widths "
+             "| peak GiB |" + (" MFU (6N) | util. (4N + attn) |" if peak else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if peak else "")]
     base = results.get("max_length", {}).get("tokens_per_s")
     for mode, r in results.items():
         ratio = f"{r['tokens_per_s'] / base:.2f}x" if base else "-"
-        line = (f"| {mode} | {r['tokens_per_s']:,.0f} | {ratio} | {r['step_s']:.3f} | "
+        kernels = r["kernels"] + (" + compile" if r["compile"] else "")
+        line = (f"| {mode} | {kernels} | {r['tokens_per_s']:,.0f} | {ratio} | {r['step_s']:.3f} | "
                 f"{r['padding_share']:.1%} | {r['rows_per_batch']:.1f} | "
                 f"{r['distinct_widths']} | {r['peak_memory_gib']:.2f} |")
-        if args.peak_tflops:
-            line += f" {r['mfu']:.1%} |"
+        if peak:
+            line += f" {r['mfu']:.1%} | {r['utilization']:.1%} |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -221,13 +259,17 @@ def main(argv=None) -> dict:
         r["tokens_per_s_repeats"] = [x["tokens_per_s"] for x in reps]
         if args.peak_tflops:
             r["mfu"] = 6 * r["n_params"] * r["tokens_per_s"] / (args.peak_tflops * 1e12)
+            r["utilization"] = (r["flops_4n_attn_per_token"] * r["tokens_per_s"]
+                                / (args.peak_tflops * 1e12))
         results[mode] = r
     out = {"date": datetime.date.today().isoformat(), "machine": args.machine,
            "command": " ".join(["python", *sys.argv]), "args": vars(args), "results": results}
     print(table(results, args))
     first = next(iter(results.values()))["conversation_tokens"]
     print(f"conversations: {next(iter(results.values()))['conversations']:,}, tokens mean "
-          f"{first['mean']:.0f}, p90 {first['p90']:.0f}, max {first['max']}")
+          f"{first['mean']:.0f}, p90 {first['p90']:.0f}, max {first['max']}; tokens with a "
+          f"label (the only ones chunked/liger give logits): "
+          f"{next(iter(results.values()))['labelled_share']:.1%}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out

@@ -30,10 +30,10 @@ ADAPTERS = {"none": {"name": "none"},
                      "target_modules": ["q_proj", "v_proj"]}}
 
 
-def student(arch: str, adapter: str, **backbone):
+def student(arch: str, adapter: str, quant: dict | None = None, **backbone):
     model, tok = build_backbone({"name": arch, "config": {**TINY, **ARCHS[arch]},
                                  "tokenizer": asset("tokenizer"), "dtype": "fp32", **backbone},
-                                {"name": "none"}, ADAPTERS[adapter], seed=0)
+                                quant or {"name": "none"}, ADAPTERS[adapter], seed=0)
     if adapter == "lora":  # B starts at 0, which would leave A's gradient 0: make both count
         gen = torch.Generator().manual_seed(1)
         with torch.no_grad():
@@ -50,7 +50,8 @@ def conversations():
     dm = NERDataModule(SAMPLE, max_length=512)
     dm.connect(tok)
     dm.setup("fit")
-    return dm.encode(dm.train_passages, 0)[:7], tok.pad_token_id
+    encoded = dm.encode(dm.train_passages, 0)
+    return [encoded[i] for i in range(7)], tok.pad_token_id
 
 
 def layouts(rows: list[dict], pad_id: int) -> dict[str, dict]:
@@ -93,18 +94,32 @@ def test_chunked_loss_and_gradients_equal_plain(conversations, arch, adapter):
                                        msg=f"{layout}: {name}")
 
 
-class LargestTensor(TorchDispatchMode):
-    """The largest tensor any op creates (forward, recompute and backward)."""
+def test_chunked_loss_equals_plain_under_qlora(conversations):
+    """QLoRA: a 4-bit (nf4) base on bitsandbytes' CPU path, LoRA on top."""
+    rows, pad_id = conversations
+    model, _ = student("llama", "lora", {"name": "nf4", "bits": 4, "quant_type": "nf4"},
+                       gradient_checkpointing=True)
+    batch = layouts(rows, pad_id)["packed"]
+    ref_loss, ref_grads = loss_and_grads(model, partial(plain, model), batch)
+    loss, grads = loss_and_grads(model, partial(kernels.chunked_loss, model), batch)
+    assert abs(loss - ref_loss) / ref_loss < 1e-5
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
-    def __init__(self):
+
+class LargestLogits(TorchDispatchMode):
+    """The most positions of any vocabulary-wide tensor an op creates (logits, their softmax,
+    their gradient), forward, recompute and backward."""
+
+    def __init__(self, vocab: int):
         super().__init__()
-        self.largest = 0
+        self.vocab, self.largest = vocab, 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
+            if isinstance(t, torch.Tensor) and t.dim() and t.shape[-1] == self.vocab:
+                self.largest = max(self.largest, t.numel() // self.vocab)
         return out
 
 
@@ -121,19 +136,19 @@ def test_chunked_loss_never_holds_the_full_logits(conversations):
     head = model.get_output_embeddings()
     handle = head.register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
     try:
-        with LargestTensor() as plain_mode:
+        with LargestLogits(vocab) as plain_mode:
             plain(model, batch).backward()
         assert seen == [(*batch["input_ids"].shape, TINY["hidden_size"])]
-        assert plain_mode.largest >= positions * vocab  # the probe sees the full logits
+        assert plain_mode.largest == positions  # the probe sees the full logits
         seen.clear()
-        with LargestTensor() as chunked_mode:
+        with LargestLogits(vocab) as chunked_mode:
             kernels.chunked_loss(model, batch, chunk_tokens=64).backward()
     finally:
         handle.remove()
     # the head sees only labelled positions, 64 at a time: forward, then recomputed in backward
     sizes = [s[0] for s in seen]
     assert sum(sizes) == 2 * labelled and max(sizes) <= 64, sizes
-    assert chunked_mode.largest <= 64 * vocab < positions * vocab
+    assert chunked_mode.largest == 64 < positions
 
 
 def test_chunked_loss_with_gradient_checkpointing_and_without_labels(conversations):
@@ -167,6 +182,25 @@ def test_module_uses_the_configured_kernels(conversations):
         NERModule(model, tok, opt, compile="everything")
 
 
+def test_fit_with_the_chunked_loss_logs_peak_memory(conversations, tmp_path):
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    rows, pad_id = conversations
+    model, tok = student("llama", "lora")
+    module = NERModule(model, tok, partial(torch.optim.AdamW, lr=1e-2), kernels="chunked")
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    batches = list(layouts(rows, pad_id).values())[1:]  # packed, flat
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    assert module.resolved_kernels == "chunked"
+    assert trainer.callback_metrics["train/peak_rss_gib"] > 0.1  # this process's peak, in GiB
+    assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters()
+               if p.requires_grad)
+
+
 def test_kernels_resolve_per_device(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert kernels.resolve_kind("auto", cpu) == "plain"
@@ -179,6 +213,12 @@ def test_kernels_resolve_per_device(monkeypatch):
         kernels.resolve_kind("liger", cuda)
     monkeypatch.setattr(kernels, "liger_available", lambda: True)
     assert kernels.resolve_kind("auto", cuda) == "liger"
+    # a sharded strategy: auto falls back to chunked, an explicit liger is refused
+    model, tok = student("llama", "lora")
+    opt = partial(torch.optim.AdamW, lr=1e-3)
+    assert NERModule(model, tok, opt).setup_kernels(cuda, sharded=True) == "chunked"
+    with pytest.raises(ValueError, match="sharded"):
+        NERModule(model, tok, opt, kernels="liger").setup_kernels(cuda, sharded=True)
 
 
 def test_unsupported_backbones_are_refused():
@@ -191,6 +231,7 @@ def test_unsupported_backbones_are_refused():
                               "labels": torch.ones(1, 4, dtype=torch.long)})
 
 
+@pytest.mark.slow  # compiling takes a minute or more on 2 busy CPU cores
 @pytest.mark.parametrize("what", ["layers"])
 def test_compiled_model_gives_the_same_loss(conversations, what):
     rows, pad_id = conversations
@@ -200,9 +241,10 @@ def test_compiled_model_gives_the_same_loss(conversations, what):
     kernels.compile_model(model, what)
     model.train()
     loss, grads = loss_and_grads(model, partial(kernels.chunked_loss, model), batch)
-    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=0)
+    # inductor fuses and reorders the float sums: equal to rounding, not to the last bit
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-4, atol=0)
     for name, grad in ref_grads.items():
-        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
     model.eval()  # eval: the eager forward (generation never recompiles)
     with torch.no_grad():
         torch.testing.assert_close(kernels.chunked_loss(model, batch), ref_loss,

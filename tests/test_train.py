@@ -44,7 +44,7 @@ def test_default_run_prints_the_table_and_logs_to_wandb_offline(tmp_path):
     assert logged["config"]["backbone"]["name"] == "tiny"
     assert logged["config"]["sampling"]["strategy"] == "frequency"
     assert logged["config"]["adapter"]["r"] == 8
-    assert {"train/loss", "train/lr", "train/tokens_per_s", "test/avg/f1",
+    assert {"train/loss", "train/lr", "train/tokens_per_s", "train/peak_rss_gib", "test/avg/f1",
             "test/sample/f1"} <= set(logged["summary"])
     assert logged["summary"]["test/avg/f1"] == pytest.approx(metrics["test"]["average"]["f1"])
 

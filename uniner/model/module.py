@@ -4,6 +4,7 @@ greedy generation for `val/f1` and the benchmark test."""
 from __future__ import annotations
 
 import math
+import resource
 import time
 from collections.abc import Callable, Sequence
 
@@ -15,6 +16,7 @@ from uniner.data.prompts import PromptStyle
 from uniner.evaluation.benchmark import Query
 from uniner.evaluation.scoring import Evaluation, evaluate, flat_metrics
 from uniner.inference.answers import answer_queries
+from uniner.model import kernels as kernel_lib
 
 
 def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
@@ -40,12 +42,30 @@ class NERModule(pl.LightningModule):
         metric: the test metric, as `uniner-eval`'s: `uniner`, `strict` or `both`.
         style: the prompt style the data renders with (default `UniNER`): val and test queries
             are asked in it.
+        kernels: how the training loss is computed (`model.kernels`): `plain` (the model's own
+            loss, full logits), `chunked` (LM head + cross-entropy on the labelled positions only,
+            in checkpointed chunks), `liger` (liger-kernel's fused linear cross-entropy and
+            RMSNorm/RoPE/SwiGLU kernels; CUDA), `auto` (liger, else chunked on CUDA; plain on
+            the CPU). Resolved for the device at fit start (or at the first loss).
+        chunk_tokens: positions a chunk of the `chunked` loss.
+        compile: `torch.compile` for training: false, true or `layers` (each decoder layer),
+            `model` (the decoder body).
     """
 
     def __init__(self, model, tokenizer, optimizer: Callable, *, warmup_ratio: float = 0.04,
                  max_new_tokens: int = 256, generation_batch_size: int = 32,
-                 metric: str = "uniner", style: PromptStyle | None = None):
+                 metric: str = "uniner", style: PromptStyle | None = None,
+                 kernels: str = "auto", chunk_tokens: int = 1024, compile: bool | str = False):
         super().__init__()
+        if kernels not in kernel_lib.KINDS:
+            raise ValueError(f"module.kernels={kernels!r}: choose one of "
+                             f"{', '.join(kernel_lib.KINDS)}")
+        if chunk_tokens < 1:
+            raise ValueError(f"module.chunk_tokens={chunk_tokens}: must be >= 1")
+        kernel_lib.check_compile(compile)
+        self.kernels, self.chunk_tokens, self.compile_option = kernels, chunk_tokens, compile
+        self.resolved_kernels: str | None = None
+        self._loss_fn = None
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_factory, self.warmup_ratio = optimizer, warmup_ratio
         self.max_new_tokens, self.generation_batch_size = max_new_tokens, generation_batch_size
@@ -65,19 +85,46 @@ class NERModule(pl.LightningModule):
         # is in eval mode: no dropout, and transformers then skips gradient checkpointing.
         # Validation still runs in eval mode (Lightning captures this mode and restores it).
         self.model.train()
+        strategy = type(self.trainer.strategy).__name__.lower()
+        self.setup_kernels(self.device, sharded="fsdp" in strategy or "deepspeed" in strategy)
 
     def forward(self, **batch):
         return self.model(**batch)
+
+    def setup_kernels(self, device: torch.device, sharded: bool = False) -> str:
+        """Resolve `kernels` for `device` and apply liger's kernels and `compile`, once.
+
+        `sharded` (FSDP, DeepSpeed): liger's loss reads the LM head's weight outside the head's
+        forward, where a sharded weight is not gathered: `auto` takes `chunked` there (which
+        calls the head), an explicit `liger` is an error.
+        """
+        if self.resolved_kernels is None:
+            kind = kernel_lib.resolve_kind(self.kernels, device)
+            if kind == "liger" and sharded:
+                if self.kernels == "liger":
+                    raise ValueError("module.kernels=liger does not work with a sharded "
+                                     "strategy (FSDP, DeepSpeed): use module.kernels=chunked")
+                kind = "chunked"
+            if kind == "liger":
+                kernel_lib.apply_liger_kernels(self.model)
+            kernel_lib.compile_model(self.model, self.compile_option)
+            self._loss_fn = kernel_lib.loss_function(kind, self.chunk_tokens)
+            self.resolved_kernels = kind
+        return self.resolved_kernels
 
     def on_train_batch_start(self, batch, batch_idx):
         self._step_start = time.perf_counter()
 
     def loss(self, batch: dict) -> torch.Tensor:
-        """The LM loss of a padded or packed batch (`num_tokens` is only counted, not passed).
+        """The LM loss of a padded or packed batch (`num_tokens` is only counted, not passed):
+        the mean cross-entropy over the labelled tokens, by the `kernels` chosen.
 
         `use_cache=False`: with a cache, transformers ignores the restarting `position_ids` of
         packed rows and lets their conversations attend to each other.
         """
+        self.setup_kernels(batch["input_ids"].device)
+        if self._loss_fn is not None:
+            return self._loss_fn(self.model, batch)
         inputs = {k: v for k, v in batch.items() if k != "num_tokens"}
         return self.model(**inputs, use_cache=False).loss
 
@@ -90,6 +137,12 @@ class NERModule(pl.LightningModule):
         seconds = time.perf_counter() - self._step_start
         self.log("train/tokens_per_s", batch["num_tokens"].float() / max(seconds, 1e-9))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        # the peak so far: raise data.batch_tokens until it nears the card's memory
+        if self.device.type == "cuda":
+            self.log("train/peak_mem_gib", torch.cuda.max_memory_allocated(self.device) / 2**30)
+        else:  # the process's peak resident memory (Linux: KiB)
+            self.log("train/peak_rss_gib",
+                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 
     def validation_step(self, batch, batch_idx):
         self.log("val/loss", self.loss(batch), prog_bar=True, sync_dist=True)
