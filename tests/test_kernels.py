@@ -221,6 +221,29 @@ def test_kernels_resolve_per_device(monkeypatch):
         NERModule(model, tok, opt, kernels="liger").setup_kernels(cuda, sharded=True)
 
 
+def test_uniner_train_refuses_liger_up_front(monkeypatch):
+    """Before any model loads, as one line (a ConfigError): no GPU trainer, no liger-kernel."""
+    import importlib.util
+
+    from hydra import compose, initialize_config_dir
+
+    from uniner.cli.checks import check_kernels
+    from uniner.config import CONF_DIR
+    from uniner.errors import ConfigError
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cpu = compose("train", overrides=["module.kernels=liger"])
+        gpu = compose("train", overrides=["module.kernels=liger", "trainer=gpu"])
+        check_kernels(compose("train", overrides=["module.kernels=chunked"]))
+    with pytest.raises(ConfigError, match="needs a CUDA device.*trainer=gpu"):
+        check_kernels(cpu)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "liger_kernel" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r'pip install -e "\.\[liger\]"'):
+        check_kernels(gpu)
+
+
 def test_unsupported_backbones_are_refused():
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import os
 import re
@@ -271,6 +272,19 @@ def check_train(cfg: DictConfig) -> None:
     ckpt = cfg.get("ckpt_path")
     if ckpt is not None and str(ckpt) not in LIGHTNING_CKPT:
         check_exists("ckpt_path", ckpt)
+    check_kernels(cfg)
+
+
+def check_kernels(cfg: DictConfig) -> None:
+    """`module.kernels=liger` needs a GPU trainer and liger-kernel (`auto` falls back itself)."""
+    if cfg.module.get("kernels") != "liger":
+        return
+    if cfg.trainer.get("accelerator") == "cpu":
+        raise ConfigError("module.kernels=liger needs a CUDA device (liger-kernel's Triton "
+                          "kernels): add trainer=gpu, or use module.kernels=chunked or plain")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ConfigError('module.kernels=liger needs liger-kernel: pip install -e ".[liger]" '
+                          "(or module.kernels=chunked)")
 
 
 def check_prepare(cfg: DictConfig) -> None:

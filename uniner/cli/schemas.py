@@ -22,6 +22,7 @@ Decoding = Enum("Decoding", ["greedy", "constrained"])
 Engine = Enum("Engine", ["hf", "vllm"])
 Mode = Enum("Mode", ["train", "benchmark"])
 MatmulPrecision = Enum("MatmulPrecision", ["highest", "high", "medium"])
+Kernels = Enum("Kernels", ["auto", "plain", "chunked", "liger"])
 
 
 @dataclass
@@ -123,6 +124,9 @@ class Module:
     max_new_tokens: int = 256
     generation_batch_size: int = 512
     metric: Metric = Metric.uniner
+    kernels: Kernels = Kernels.auto
+    chunk_tokens: int = 1024
+    compile: Any = False  # false, true, layers or model (checked by NERModule)
 
 
 @dataclass
