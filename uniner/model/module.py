@@ -42,7 +42,7 @@ class NERModule(pl.LightningModule):
         metric: the test metric, as `uniner-eval`'s: `uniner`, `strict` or `both`.
         style: the prompt style the data renders with (default `UniNER`): val and test queries
             are asked in it.
-        kernels: how the training loss is computed (`model.kernels`): `plain` (the model's own
+        kernels: how the training loss is computed (`module.kernels`): `plain` (the model's own
             loss, full logits), `chunked` (LM head + cross-entropy on the labelled positions only,
             in checkpointed chunks), `liger` (liger-kernel's fused linear cross-entropy and
             RMSNorm/RoPE/SwiGLU kernels; CUDA), `auto` (liger, else chunked on CUDA; plain on
