@@ -11,8 +11,9 @@
 - `liger`: liger-kernel's fused linear cross-entropy on the same selected positions (no logits
   tensor at all), with its RMSNorm, RoPE and SwiGLU kernels patched into the model (LLaMA,
   Mistral, Qwen2). Needs CUDA and `pip install -e ".[liger]"`.
-- `auto`: `liger` where CUDA and liger-kernel are present, `chunked` on CUDA without it, `plain`
-  on the CPU.
+- `auto`: `liger` where CUDA and liger-kernel are present, `chunked` on CUDA without it (and under
+  FSDP/DeepSpeed: liger reads the head's weight outside its forward, where a sharded weight is
+  not gathered; `chunked` calls the head module), `plain` on the CPU.
 
 Every kind computes the mean cross-entropy over the same tokens as transformers' `ForCausalLMLoss`
 (labels shifted left by one, -100 ignored), for padded rows (attention mask) and packed rows
