@@ -4,14 +4,16 @@
 - **shared prefixes**: the queries of one text share their prompt up to the type's name (the
   passage, the read reply, the question's head: `USER: What describes` in the `uniner` style, the
   template's user header and `What describes` in the `chat` style); that prefix is computed once
-  per text, its
-  cache copied to every query of the text, and only each type's few suffix tokens are prefilled;
+  per text and its cache is kept once per text: the rows attend to it in place
+  (`shared_prefix_attention`, the scores over the text's prefix and over the row's own tokens
+  softmaxed together), never copied per query; only each type's few suffix tokens are prefilled;
 - **token-budget batches** (`plan_batches`): texts sorted by length, as many queries per batch as
-  fit `batch_tokens` KV slots (prefix + suffix + new tokens per row) and `batch_rows` rows;
-  prefixes and suffixes are left-padded, positions counted over real tokens only;
+  fit `batch_tokens` KV slots (each text's prefix once, suffix + new tokens per row) and
+  `batch_rows` rows; prefixes and suffixes are left-padded, positions counted over real tokens
+  only;
 - a row stops at the prompt style's stop tokens (EOS; a chat template's end of turn) or at the
-  first token holding `]` (the official parser reads up to the first
-  `]`); finished rows are dropped from the cache once they are half of the batch.
+  first token holding `]` (the official parser reads up to the first `]`); a batch stops as soon
+  as every row has; finished rows leave the (small, per-row) cache once they are a quarter of it.
 Greedy answers are the same as one-query-at-a-time `model.generate` (tests/test_extract.py).
 `decoding="constrained"` masks the logits with `grammar.SpanListGrammar`.
 """
@@ -24,7 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers.cache_utils import DynamicLayer
+from transformers import AttentionInterface
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from uniner.data.encoding import encode_prompt, encode_prompts
 from uniner.data.prompts import PromptStyle, UniNER
@@ -71,31 +74,39 @@ class _Chunk:
 def plan_batches(prompts: Sequence[list[int]], groups: Sequence, *, max_new_tokens: int,
                  batch_tokens: int, batch_rows: int) -> list[list[_Chunk]]:
     """Group queries by `groups` (their text), sort the groups by length, and fill batches up to
-    `batch_tokens` KV slots and `batch_rows` rows. A group too big for one batch is split; the
-    pieces each compute the shared prefix once."""
+    `batch_tokens` KV slots and `batch_rows` rows. A batch's KV slots: each chunk's shared prefix
+    once, and per row the widest suffix of the batch plus `max_new_tokens`. A group too big for
+    one batch is split; the pieces each compute the shared prefix once."""
     by_group: dict = {}
     for i, g in enumerate(groups):
         by_group.setdefault(g, []).append(i)
     ordered = sorted(by_group.values(), key=lambda rows: (len(prompts[rows[0]]), rows[0]))
     batches: list[list[_Chunk]] = []
     current: list[_Chunk] = []
-    width = n_rows = 0  # the current batch's widest row (KV slots) and its rows
+    width = n_rows = prefix_slots = 0  # the batch's widest row (suffix + new), rows, prefix slots
+
+    def cost(w: int, n: int, prefixes: int) -> int:
+        return n * w + prefixes
+
     for rows in ordered:
-        row_width = max(len(prompts[i]) for i in rows) + max_new_tokens
-        fit = max(1, min(batch_rows, batch_tokens // row_width))
+        # at least one suffix token per row, so every row has logits of its own
+        shared = min(common_prefix_length([prompts[i] for i in rows]),
+                     min(len(prompts[i]) for i in rows) - 1)
+        row_width = max(len(prompts[i]) for i in rows) - shared + max_new_tokens
+        fit = max(1, min(batch_rows, (batch_tokens - shared) // row_width))
         for start in range(0, len(rows), fit):
             piece = rows[start: start + fit]
-            w = max(width, row_width)
-            if current and ((n_rows + len(piece)) * w > batch_tokens
+            prefix = min(common_prefix_length([prompts[i] for i in piece]),
+                         min(len(prompts[i]) for i in piece) - 1)
+            piece_width = max(len(prompts[i]) for i in piece) - prefix + max_new_tokens
+            w = max(width, piece_width)
+            if current and (cost(w, n_rows + len(piece), prefix_slots + prefix) > batch_tokens
                             or n_rows + len(piece) > batch_rows):
                 batches.append(current)
-                current, width, n_rows = [], 0, 0
-                w = row_width
-            # at least one suffix token per row, so every row has logits of its own
-            shared = min(common_prefix_length([prompts[i] for i in piece]),
-                         min(len(prompts[i]) for i in piece) - 1)
-            current.append(_Chunk(piece, shared))
-            width, n_rows = w, n_rows + len(piece)
+                current, width, n_rows, prefix_slots = [], 0, 0, 0
+                w = piece_width
+            current.append(_Chunk(piece, prefix))
+            width, n_rows, prefix_slots = w, n_rows + len(piece), prefix_slots + prefix
     if current:
         batches.append(current)
     return batches
@@ -116,21 +127,22 @@ def left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, tor
 class _BufferLayer(DynamicLayer):
     """A KV cache layer holding its keys and values in a buffer with room for the tokens still to
     come: `update` writes in place, where `DynamicLayer` concatenates (a copy of the whole cache
-    at every token: for LLaMA-7B at 512 rows, tens of GB per step)."""
+    at every token). The buffer is allocated at the first `update`."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int):
+    def __init__(self, capacity: int):
         super().__init__()
-        self.lazy_initialization(keys, values)
-        n = keys.shape[-2]
-        self._keys = keys.new_empty((*keys.shape[:-2], capacity, keys.shape[-1]))
-        self._values = values.new_empty((*values.shape[:-2], capacity, values.shape[-1]))
-        self._keys[..., :n, :], self._values[..., :n, :] = keys, values
-        self._view(n)
+        self.capacity = capacity
 
     def _view(self, n: int) -> None:
         self.keys, self.values = self._keys[..., :n, :], self._values[..., :n, :]
 
     def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            shape = (*key_states.shape[:-2], self.capacity, key_states.shape[-1])
+            self._keys = key_states.new_empty(shape)
+            self._values = value_states.new_empty((*shape[:-1], value_states.shape[-1]))
+            self._view(0)
         n, m = self.keys.shape[-2], key_states.shape[-2]
         self._keys[..., n: n + m, :] = key_states
         self._values[..., n: n + m, :] = value_states
@@ -143,11 +155,105 @@ class _BufferLayer(DynamicLayer):
         self._view(n)
 
 
-def _into_buffers(cache, rows: torch.Tensor, capacity: int):
-    """`cache` with its batch rows `rows` (repeats allowed) copied into `_BufferLayer`s."""
-    cache.layers = [_BufferLayer(layer.keys[rows], layer.values[rows], capacity)
-                    for layer in cache.layers]
+def _buffer_cache(n_layers: int, capacity: int) -> DynamicCache:
+    cache = DynamicCache()
+    cache.layers = [_BufferLayer(capacity) for _ in range(n_layers)]
     return cache
+
+
+@dataclass
+class SharedPrefix:
+    """The prefixes of a batch's chunks, kept once per chunk, and where each row finds its own.
+
+    `keys[l]`, `values[l]`: layer l's prefix cache, (chunks, kv heads, prefix width, head dim),
+    left-padded; `mask`: (chunks, prefix width), True on real tokens; `row_chunk`: (rows,) the
+    chunk of each row; `slot`: (rows,) each row's place in a chunk-major layout of `chunks x
+    width` slots (its chunk x width + its rank in the chunk), where a chunk's rows are gathered to
+    attend to its prefix as one matrix product."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor
+    row_chunk: torch.Tensor
+    slot: torch.Tensor
+    width: int
+
+    @classmethod
+    def build(cls, cache, mask: torch.Tensor, sizes: Sequence[int]) -> SharedPrefix:
+        device = mask.device
+        width = max(sizes)
+        row_chunk = torch.tensor([k for k, n in enumerate(sizes) for _ in range(n)],
+                                 device=device)
+        slot = torch.tensor([k * width + r for k, n in enumerate(sizes) for r in range(n)],
+                            device=device)
+        return cls([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers],
+                   mask.bool(), row_chunk, slot, width)
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep only the rows `index` (the prefixes stay; their slots of dropped rows idle)."""
+        self.row_chunk, self.slot = self.row_chunk[index], self.slot[index]
+
+
+def _to_chunks(x: torch.Tensor, prefix: SharedPrefix) -> torch.Tensor:
+    """(rows, kv heads, n, d) -> (chunks, kv heads, width x n, d): each chunk's rows side by side
+    (empty slots zero)."""
+    rows, heads, n, d = x.shape
+    chunks = prefix.mask.shape[0]
+    out = x.new_zeros((chunks * prefix.width, heads, n, d))
+    out[prefix.slot] = x
+    return out.view(chunks, prefix.width, heads, n, d).transpose(1, 2).reshape(
+        chunks, heads, prefix.width * n, d)
+
+
+def _from_chunks(x: torch.Tensor, prefix: SharedPrefix) -> torch.Tensor:
+    """The inverse of `_to_chunks`: (chunks, kv heads, width x n, d) -> (rows, kv heads, n, d)."""
+    chunks, heads, wn, d = x.shape
+    n = wn // prefix.width
+    return x.view(chunks, heads, prefix.width, n, d).transpose(1, 2).reshape(
+        chunks * prefix.width, heads, n, d)[prefix.slot]
+
+
+def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None,
+                            dropout: float = 0.0, shared_prefix: SharedPrefix | None = None,
+                            **kwargs):
+    """Attention of each row over its chunk's shared prefix (read in place, once per chunk) and
+    over its own tokens, softmaxed together (an `AttentionInterface` function).
+
+    query (rows, heads, T, d); key, value (rows, kv heads, S, d): the rows' own tokens;
+    attention_mask (rows, 1, T, S) bool, True where a query may attend. Scores and softmax in
+    fp32, the products in the model's dtype. Returns (rows, T, heads, d)."""
+    prefix = shared_prefix
+    rows, heads, t, d = query.shape
+    kv_heads, s = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    scaling = d ** -0.5 if scaling is None else scaling
+    # GQA: a kv head's query heads fold into the query length, (rows, kv heads, group x T, d)
+    q = query.reshape(rows, kv_heads, group * t, d)
+    own = torch.matmul(q, key.transpose(-1, -2)).float() * scaling
+    own = own.view(rows, kv_heads, group, t, s).masked_fill(
+        ~attention_mask[:, :, None], -math.inf).view(rows, kv_heads, group * t, s)
+    if not prefix.keys:  # one-token prompts only: nothing shared
+        out = torch.matmul(torch.softmax(own, dim=-1).to(value.dtype), value)
+    else:
+        pk, pv = prefix.keys[module.layer_idx], prefix.values[module.layer_idx]
+        width = pk.shape[2]
+        shared = torch.matmul(_to_chunks(q, prefix), pk.transpose(-1, -2)).float() * scaling
+        shared = _from_chunks(shared, prefix).masked_fill(
+            ~prefix.mask[prefix.row_chunk][:, None, None, :], -math.inf)
+        weights = torch.softmax(torch.cat([shared, own], dim=-1), dim=-1).to(value.dtype)
+        w_shared, w_own = weights.split([width, s], dim=-1)
+        out = _from_chunks(torch.matmul(_to_chunks(w_shared, prefix), pv), prefix).float() \
+            + torch.matmul(w_own, value).float()
+    out = out.to(query.dtype).view(rows, kv_heads, group, t, d).reshape(rows, heads, t, d)
+    return out.transpose(1, 2).contiguous(), None
+
+
+class _EmptyCache:
+    layers: list = []
+
+
+ATTENTION = "uniner_shared_prefix"
+AttentionInterface.register(ATTENTION, shared_prefix_attention)
 
 
 class Engine:
@@ -190,6 +296,8 @@ class Engine:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters \
             else "past_key_values"
+        self._config = base.config
+        self._n_layers = base.config.get_text_config(decoder=True).num_hidden_layers
 
     def prompt(self, text: str, type_: str) -> list[int]:
         """The ids of a (text, type) query, as training renders it up to the answer."""
@@ -234,39 +342,52 @@ class Engine:
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _forward(self, ids, mask, positions, cache):
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
+    def _forward(self, ids, mask, positions, cache, prefix: SharedPrefix | None = None):
+        """One forward pass; with `prefix`, attention goes through `shared_prefix_attention` and
+        `mask` is its (rows, 1, T, S) bool mask over the rows' own tokens."""
+        kwargs = {self._cache_arg: cache}
+        config, before = self._config, self._config._attn_implementation_internal
+        if prefix is not None:
+            kwargs["shared_prefix"] = prefix
+            config._attn_implementation_internal = ATTENTION
+        try:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                             use_cache=True, logits_to_keep=1, **kwargs)
+        finally:
+            config._attn_implementation_internal = before
         return out.logits[:, -1, :].float(), getattr(out, self._cache_arg)
 
     def _prefill(self, batch: list[_Chunk], prompts: Sequence[list[int]]):
-        """Each chunk's shared prefix once, its cache copied to the chunk's rows, then every row's
-        own suffix. Returns (last logits, cache, attention mask, next position) per row."""
+        """Each chunk's shared prefix once (kept once per chunk), then every row's own suffix
+        attending to its chunk's prefix in place. Returns (last logits, the rows' cache, the
+        shared prefix, the rows' token mask, next position) per row."""
         device = self._device()
         prefixes = [prompts[c.rows[0]][: c.prefix_len] for c in batch]
-        chunk_of_row = torch.tensor([k for k, c in enumerate(batch) for _ in c.rows],
-                                    device=device)
         suffixes = [prompts[i][c.prefix_len:] for c in batch for i in c.rows]
         prefix_lens = torch.tensor([c.prefix_len for c in batch for _ in c.rows], device=device)
 
         ids, smask = (t.to(device) for t in left_pad(suffixes, self.pad))
-        capacity = max(len(p) for p in prefixes) + ids.shape[1] + self.max_new_tokens
-        cache, mask = None, torch.zeros((len(suffixes), 0), dtype=torch.long, device=device)
-        if max(len(p) for p in prefixes) > 0:
-            pids, pmask = (t.to(device) for t in left_pad(prefixes, self.pad))
+        capacity = ids.shape[1] + self.max_new_tokens
+        pids, pmask = (t.to(device) for t in left_pad(prefixes, self.pad))
+        if pids.shape[1] > 0:
             positions = (pmask.cumsum(-1) - 1).masked_fill(pmask == 0, 1)
-            _, cache = self._forward(pids, pmask, positions, None)
-            cache = _into_buffers(cache, chunk_of_row, capacity)  # a prefix copy per query
-            mask = pmask[chunk_of_row]
+            _, pcache = self._forward(pids, pmask, positions, None)
+            prefix = SharedPrefix.build(pcache, pmask, [len(c.rows) for c in batch])
+        else:  # one-token prompts only: an empty prefix
+            prefix = SharedPrefix.build(_EmptyCache(), pmask, [len(c.rows) for c in batch])
         positions = (prefix_lens[:, None] + smask.cumsum(-1) - 1).masked_fill(smask == 0, 1)
-        mask = torch.cat([mask, smask], dim=1)
-        logits, cache = self._forward(ids, mask, positions, cache)
-        if not isinstance(cache.layers[0], _BufferLayer):  # no shared prefix: buffers now
-            cache = _into_buffers(cache, torch.arange(len(suffixes), device=device), capacity)
-        return logits, cache, mask, positions[:, -1] + 1
+        width = ids.shape[1]
+        causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
+        # a real key at or before the query, and every query its own key (a padding query
+        # attends to itself: no empty softmax whose NaN would reach the values)
+        mask4 = (smask.bool()[:, None, None, :] & causal) \
+            | torch.eye(width, dtype=torch.bool, device=device)
+        logits, cache = self._forward(ids, mask4, positions,
+                                      _buffer_cache(self._n_layers, capacity), prefix)
+        return logits, cache, prefix, smask.bool(), positions[:, -1] + 1
 
     def _run_batch(self, batch: list[_Chunk], prompts, texts) -> list[str]:
-        logits, cache, mask, position = self._prefill(batch, prompts)
+        logits, cache, prefix, mask, position = self._prefill(batch, prompts)
         device = logits.device
         rows = [i for chunk in batch for i in chunk.rows]
         tokens: list[list[int]] = [[] for _ in rows]
@@ -297,15 +418,17 @@ class Engine:
                     running[r] = False
             if not any(running) or step == self.max_new_tokens - 1:
                 break
-            if 2 * sum(running) <= len(running):  # drop finished rows from the cache
+            if 4 * sum(running) <= 3 * len(running):  # drop finished rows from the cache
                 keep = [r for r, alive in enumerate(running) if alive]
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
+                prefix.select(index)
                 mask, position, next_ids = mask[index], position[index], next_ids[index]
                 live, running = [live[r] for r in keep], [True] * len(keep)
             width += 1
-            logits, cache = self._forward(next_ids.clamp(min=0)[:, None], mask[:, :width],
-                                          position[:, None], cache)
+            logits, cache = self._forward(next_ids.clamp(min=0)[:, None],
+                                          mask[:, None, None, :width], position[:, None], cache,
+                                          prefix)
             position = position + 1
         if constrained is not None:
             return [c.answer() for c in constrained]
