@@ -14,6 +14,14 @@ of that dataset, rendered with the training template. Modes:
   (c) `engine.Engine` (shared passage prefixes, token-budget batches).
 Random weights never stop on their own, so every mode decodes exactly `--new-tokens` tokens (no
 EOS, no `]` stop). (b) and (c) must give the same answers; the share that do is reported.
+
+(b) and (c) run `--repeats` times, interleaved ((b) at each size, then (c), then again), so a
+load that changes during the run weighs on both; medians are reported, and the ratio's median
+over the repeats. Also reported: the 7 zero-shot sets' projected time (71,139 queries at the
+engine's rate) and the utilization against the 2N-FLOPs-a-token bound (N: the parameters
+without the input embeddings) over the tokens that must be computed: each sentence's prefix
+once, each query's suffix, `--new-tokens` answer tokens a query (`--peak-tflops`, or `auto`: a
+large matmul timed here). The engine's own counts (padding included) are reported beside.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -34,9 +43,10 @@ from uniner.config import CONF_DIR
 from uniner.data.datasets import dataset_entries
 from uniner.evaluation.benchmark import dataset_queries, load_benchmark
 from uniner.inference.answers import generate_answers
-from uniner.inference.engine import Engine, encode_queries
+from uniner.inference.engine import Engine, common_prefix_length, encode_queries
 from uniner.model.backbone import build_tokenizer
 
+ZERO_SHOT_QUERIES = 71_139  # the 7 zero-shot test sets' sentences x types (benchmark=zero_shot)
 DATA = Path(os.environ.get("UNINER_DATA", "../shared/data"))
 # the LLaMA-7B architecture (huggyllama/llama-7b's config), random-init, with a 32k LLaMA-style
 # tokenizer from the shared data
@@ -87,6 +97,15 @@ def timed(fn, device: str):
     return out, time.perf_counter() - t0
 
 
+def matmul_tflops(device: str, dtype: str, n: int = 4096, reps: int = 5) -> float:
+    """The dense matmul rate of this device and dtype (a stand-in for the peak on a CPU)."""
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    a, b = (torch.randn(n, n, device=device, dtype=dt) for _ in range(2))
+    a @ b
+    _, seconds = timed(lambda: [a @ b for _ in range(reps)], device)
+    return 2 * n ** 3 * reps / seconds / 1e12
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", choices=["tiny", "llama-7b"], default="tiny")
@@ -103,6 +122,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (1 on a shared CPU: OpenMP barriers stall when other "
                          "processes hold a core)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="interleaved repeats of (b) and (c); medians are reported")
+    ap.add_argument("--peak-tflops", default=None,
+                    help="the device's dense peak in TFLOP/s for the utilization (H200 bf16: "
+                         "989), or `auto` (a 4096^2 matmul in --dtype timed here)")
     ap.add_argument("--estimate-zero-shot", action="store_true",
                     help="count the 7 zero-shot datasets' queries and estimate their time")
     ap.add_argument("--output", default=None, help="write the figures as JSON here")
@@ -145,33 +169,84 @@ def main() -> None:
     results: dict = {"arch": args.arch, "device": args.device, "dtype": args.dtype,
                      "threads": torch.get_num_threads(), "dataset": args.dataset,
                      "sentences": args.sentences, "queries": len(queries), "new_tokens": n_new,
-                     "torch": torch.__version__, "machine": platform.node()}
+                     "repeats": args.repeats, "torch": torch.__version__,
+                     "machine": platform.node(), "load_before": os.getloadavg()}
     single, dt = timed(one_by_one, args.device)
     results["a_one_query_per_generate"] = {"queries": len(single), "seconds": dt,
                                            "queries_per_s": len(single) / dt}
-    batched = {}
-    for bs in (int(b) for b in args.generate_batch_sizes.split(",")):
-        answers, dt = timed(lambda bs=bs: generate_answers(
-            model, tokenizer, prompts, max_new_tokens=n_new, batch_size=bs,
-            stop_at_list_close=False), args.device)
-        batched[bs] = answers
-        results[f"b_batched_generate_bs{bs}"] = {"seconds": dt, "queries_per_s": len(prompts) / dt}
-    fast, dt = timed(lambda: engine.answer_prompts(prompts, texts), args.device)
+    sizes = [int(b) for b in args.generate_batch_sizes.split(",")]
+    times: dict = {bs: [] for bs in sizes}
+    times["engine"] = []
+    batched, ratios = {}, []
+    for _ in range(args.repeats):
+        for bs in sizes:
+            batched[bs], dt = timed(lambda bs=bs: generate_answers(
+                model, tokenizer, prompts, max_new_tokens=n_new, batch_size=bs,
+                stop_at_list_close=False), args.device)
+            times[bs].append(dt)
+        fast, dt = timed(lambda: engine.answer_prompts(prompts, texts), args.device)
+        times["engine"].append(dt)
+        ratios.append(min(times[bs][-1] for bs in sizes) / dt)
+    results["load_after"] = os.getloadavg()
+    for bs in sizes:
+        dt = statistics.median(times[bs])
+        results[f"b_batched_generate_bs{bs}"] = {"seconds": dt, "queries_per_s": len(prompts) / dt,
+                                                 "all_seconds": times[bs]}
+    dt = statistics.median(times["engine"])
     results["c_engine"] = {"seconds": dt, "queries_per_s": len(prompts) / dt,
-                           "batch_tokens": args.batch_tokens, "batch_rows": args.batch_rows}
-    first = next(iter(batched.values()))
+                           "all_seconds": times["engine"], "batch_tokens": args.batch_tokens,
+                           "batch_rows": args.batch_rows, "computed": dict(engine.stats)}
+    first = batched[sizes[0]]
     results["engine_equals_batched_generate"] = sum(a == b for a, b in zip(fast, first)) / len(fast)
     results["engine_equals_one_by_one"] = sum(a == b for a, b in zip(fast, single)) / len(single)
-    best_b = max(results[f"b_batched_generate_bs{bs}"]["queries_per_s"] for bs in batched)
-    default_b = results[f"b_batched_generate_bs{next(iter(batched))}"]["queries_per_s"]
-    results["ratio_engine_to_first_b"] = results["c_engine"]["queries_per_s"] / default_b
-    results["ratio_engine_to_best_b"] = results["c_engine"]["queries_per_s"] / best_b
+    best_b = max(results[f"b_batched_generate_bs{bs}"]["queries_per_s"] for bs in sizes)
+    default_b = results[f"b_batched_generate_bs{sizes[0]}"]["queries_per_s"]
+    engine_qps = results["c_engine"]["queries_per_s"]
+    results["ratio_engine_to_first_b"] = engine_qps / default_b
+    results["ratio_engine_to_best_b"] = engine_qps / best_b
+    results["ratio_engine_to_best_b_per_repeat"] = ratios
+    results["ratio_engine_to_best_b_median_of_repeats"] = statistics.median(ratios)
+    results["zero_shot_projected_s"] = ZERO_SHOT_QUERIES / engine_qps
+
+    # the work that must be done: each sentence's prompt prefix once, each query's suffix,
+    # n_new answer tokens a query (the last one's forward pass included, as an upper count)
+    by_text: dict = {}
+    for p, t in zip(prompts, texts):
+        by_text.setdefault(t, []).append(p)
+    prefix_tokens = sum(min(common_prefix_length(ps), min(map(len, ps)) - 1)
+                        for ps in by_text.values())
+    total_prompt = sum(map(len, prompts))
+    needed = prefix_tokens + (total_prompt - sum(
+        min(common_prefix_length(ps), min(map(len, ps)) - 1) * len(ps)
+        for ps in by_text.values())) + n_new * len(prompts)
+    n_params = sum(p.numel() for p in model.parameters()) \
+        - model.get_input_embeddings().weight.numel()
+    st = engine.stats
+    engine_computed = st["prefix_slots"] + st["suffix_slots"] + st["decode_tokens"]
+    flops = 2 * n_params * needed
+    results["flops"] = {
+        "n_params_without_embeddings": n_params, "needed_tokens": needed,
+        "needed_tokens_per_query": needed / len(prompts),
+        "engine_computed_tokens_with_padding": engine_computed,
+        "generate_computed_tokens_without_padding": total_prompt + (n_new - 1) * len(prompts),
+        "engine_tflops_per_s": flops / results["c_engine"]["seconds"] / 1e12}
+    peak = args.peak_tflops
+    if peak == "auto":
+        peak = matmul_tflops(args.device, args.dtype)
+        results["flops"]["peak_tflops_measured"] = peak
+    if peak:
+        peak = float(peak)
+        results["flops"]["peak_tflops"] = peak
+        results["flops"]["engine_utilization"] = flops / results["c_engine"]["seconds"] / 1e12 \
+            / peak
+        results["flops"]["bound_queries_per_s"] = peak * 1e12 / (flops / len(prompts))
+        results["flops"]["zero_shot_bound_s"] = ZERO_SHOT_QUERIES / \
+            results["flops"]["bound_queries_per_s"]
     if args.estimate_zero_shot:
         all_queries, missing = load_benchmark(cfg.benchmark)
         results["zero_shot_queries"] = len(all_queries)
         results["zero_shot_missing"] = missing
-        results["zero_shot_engine_minutes"] = (
-            len(all_queries) / results["c_engine"]["queries_per_s"] / 60)
+        results["zero_shot_engine_minutes"] = len(all_queries) / engine_qps / 60
     print(json.dumps(results, indent=2))
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")

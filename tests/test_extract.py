@@ -374,7 +374,7 @@ GOLD = {TEXTS[0]: {"person": ["Ada Lovelace", "Charles Babbage"], "location": ["
 def memorised():
     """The tiny model full-finetuned to answer the (text, type) questions of `GOLD` by heart
     (every type of `TYPES`, `[]` where none): its next-token distributions are peaked, so bf16
-    rounding cannot flip a greedy choice. ~90 steps: 15 s on one idle CPU thread, 40 s under load."""
+    rounding cannot flip a greedy choice. ~90 steps: about 40 s on one CPU thread under load."""
     model, tok = tiny()
     style = UniNER()
     rows, starts = [], []

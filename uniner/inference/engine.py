@@ -248,12 +248,27 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
     return out.transpose(1, 2).contiguous(), None
 
 
+@dataclass
+class _Layer:
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+@dataclass
+class _Cache:
+    layers: list[_Layer]
+
+
 class _EmptyCache:
     layers: list = []
 
 
 ATTENTION = "uniner_shared_prefix"
 AttentionInterface.register(ATTENTION, shared_prefix_attention)
+
+
+STATS = ("batches", "prefix_tokens", "prefix_slots", "suffix_tokens", "suffix_slots",
+         "decode_tokens", "steps")
 
 
 class Engine:
@@ -270,6 +285,10 @@ class Engine:
             (benchmarks of random-init models, which never stop on their own).
         style: the prompt style the model was trained with (default `UniNER`); renders the
             queries of `answer` and gives the stop tokens.
+
+    After `answer_prompts`, `stats` counts what its forward passes computed: `batches`;
+    `prefix_tokens` / `prefix_slots` (real / with left padding), `suffix_tokens` / `suffix_slots`,
+    `decode_tokens` (one per live row and step), `steps` (decode forward passes).
     """
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 256,
@@ -292,6 +311,7 @@ class Engine:
         self.closing = set(closing_token_ids(tokenizer))
         self._trie: TokenTrie | None = None
         self._allowed_cache: dict[str, dict] = {}  # text -> grammar state -> allowed ids
+        self.stats = dict.fromkeys(STATS, 0)
         # transformers 5.x renamed `past_key_values` to `cache` (the old name warns)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters \
@@ -323,6 +343,7 @@ class Engine:
         if self.decoding == "constrained" and self._trie is None:
             self._trie = TokenTrie(self.tokenizer)
         self._allowed_cache.clear()
+        self.stats = dict.fromkeys(STATS, 0)
         answers = [""] * len(prompts)
         was_training = self.model.training
         self.model.eval()
@@ -357,6 +378,45 @@ class Engine:
             config._attn_implementation_internal = before
         return out.logits[:, -1, :].float(), getattr(out, self._cache_arg)
 
+    def _prefixes(self, prefixes: list[list[int]], sizes: list[int]) -> SharedPrefix:
+        """The chunks' prefixes computed once each, in runs of similar length (left padding at
+        most ~1/8 of a run's slots: texts differ in length even within a sorted batch), then
+        left-padded into one cache of (chunks, kv heads, longest, head dim) per layer."""
+        device = self._device()
+        width = max(map(len, prefixes))
+        mask = torch.zeros((len(prefixes), width), dtype=torch.bool, device=device)
+        if width == 0:  # one-token prompts only: nothing shared
+            return SharedPrefix.build(_EmptyCache(), mask, sizes)
+        order = sorted(range(len(prefixes)), key=lambda k: len(prefixes[k]))
+        runs, run = [], []
+        for k in order:
+            longest = len(prefixes[k])
+            if run and 8 * longest * (len(run) + 1) > 9 * (
+                    sum(len(prefixes[j]) for j in run) + longest):
+                runs.append(run)
+                run = []
+            run.append(k)
+        runs.append(run)
+        keys: list[list[torch.Tensor]] = [[] for _ in range(self._n_layers)]
+        values: list[list[torch.Tensor]] = [[] for _ in range(self._n_layers)]
+        for run in runs:
+            pids, pmask = (t.to(device) for t in left_pad([prefixes[k] for k in run], self.pad))
+            positions = (pmask.cumsum(-1) - 1).masked_fill(pmask == 0, 1)
+            _, cache = self._forward(pids, pmask, positions, None)
+            pad = width - pids.shape[1]
+            for layer, (ks, vs) in enumerate(zip(keys, values)):
+                k, v = cache.layers[layer].keys, cache.layers[layer].values
+                ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
+                vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+            mask[run, pad:] = pmask.bool()
+            self.stats["prefix_slots"] += pids.numel()
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor([k for run in runs for k in run])] = torch.arange(len(order))
+        inverse = inverse.to(device)
+        layers = [_Layer(torch.cat(ks)[inverse], torch.cat(vs)[inverse])
+                  for ks, vs in zip(keys, values)]
+        return SharedPrefix.build(_Cache(layers), mask, sizes)
+
     def _prefill(self, batch: list[_Chunk], prompts: Sequence[list[int]]):
         """Each chunk's shared prefix once (kept once per chunk), then every row's own suffix
         attending to its chunk's prefix in place. Returns (last logits, the rows' cache, the
@@ -368,13 +428,7 @@ class Engine:
 
         ids, smask = (t.to(device) for t in left_pad(suffixes, self.pad))
         capacity = ids.shape[1] + self.max_new_tokens
-        pids, pmask = (t.to(device) for t in left_pad(prefixes, self.pad))
-        if pids.shape[1] > 0:
-            positions = (pmask.cumsum(-1) - 1).masked_fill(pmask == 0, 1)
-            _, pcache = self._forward(pids, pmask, positions, None)
-            prefix = SharedPrefix.build(pcache, pmask, [len(c.rows) for c in batch])
-        else:  # one-token prompts only: an empty prefix
-            prefix = SharedPrefix.build(_EmptyCache(), pmask, [len(c.rows) for c in batch])
+        prefix = self._prefixes(prefixes, [len(c.rows) for c in batch])
         positions = (prefix_lens[:, None] + smask.cumsum(-1) - 1).masked_fill(smask == 0, 1)
         width = ids.shape[1]
         causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
@@ -384,6 +438,11 @@ class Engine:
             | torch.eye(width, dtype=torch.bool, device=device)
         logits, cache = self._forward(ids, mask4, positions,
                                       _buffer_cache(self._n_layers, capacity), prefix)
+        st = self.stats
+        st["batches"] += 1
+        st["prefix_tokens"] += sum(map(len, prefixes))
+        st["suffix_tokens"] += sum(map(len, suffixes))
+        st["suffix_slots"] += ids.numel()
         return logits, cache, prefix, smask.bool(), positions[:, -1] + 1
 
     def _run_batch(self, batch: list[_Chunk], prompts, texts) -> list[str]:
@@ -426,6 +485,8 @@ class Engine:
                 mask, position, next_ids = mask[index], position[index], next_ids[index]
                 live, running = [live[r] for r in keep], [True] * len(keep)
             width += 1
+            self.stats["steps"] += 1
+            self.stats["decode_tokens"] += len(live)
             logits, cache = self._forward(next_ids.clamp(min=0)[:, None],
                                           mask[:, None, None, :width], position[:, None], cache,
                                           prefix)
