@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -150,8 +151,12 @@ class _BufferLayer(DynamicLayer):
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the rows `indices`: their used slots copied into a new buffer."""
         n = self.keys.shape[-2]
-        self._keys, self._values = self._keys[indices], self._values[indices]
+        keys = self._keys.new_empty((len(indices), *self._keys.shape[1:]))
+        values = self._values.new_empty((len(indices), *self._values.shape[1:]))
+        keys[..., :n, :], values[..., :n, :] = self.keys[indices], self.values[indices]
+        self._keys, self._values = keys, values
         self._view(n)
 
 
@@ -179,19 +184,27 @@ class SharedPrefix:
     width: int
 
     @classmethod
-    def build(cls, cache, mask: torch.Tensor, sizes: Sequence[int]) -> SharedPrefix:
+    def build(cls, keys: list[torch.Tensor], values: list[torch.Tensor], mask: torch.Tensor,
+              chunks: Sequence[int]) -> SharedPrefix:
+        """From the prefix caches and each row's chunk (`chunks`, a list: no device sync)."""
+        rank, count = [], [0] * mask.shape[0]
+        for k in chunks:
+            rank.append(count[k])
+            count[k] += 1
+        width = max(count) if count else 1
         device = mask.device
-        width = max(sizes)
-        row_chunk = torch.tensor([k for k, n in enumerate(sizes) for _ in range(n)],
-                                 device=device)
-        slot = torch.tensor([k * width + r for k, n in enumerate(sizes) for r in range(n)],
-                            device=device)
-        return cls([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers],
-                   mask.bool(), row_chunk, slot, width)
+        return cls(keys, values, mask.bool(), torch.tensor(list(chunks), device=device),
+                   torch.tensor([k * width + r for k, r in zip(chunks, rank)], device=device),
+                   width)
 
     def select(self, index: torch.Tensor) -> None:
         """Keep only the rows `index` (the prefixes stay; their slots of dropped rows idle)."""
         self.row_chunk, self.slot = self.row_chunk[index], self.slot[index]
+
+
+def _left_pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Zeros before dim -2 up to `width` (finite: masked keys still enter the products)."""
+    return torch.nn.functional.pad(x, (0, 0, width - x.shape[-2], 0))
 
 
 def _to_chunks(x: torch.Tensor, prefix: SharedPrefix) -> torch.Tensor:
@@ -249,25 +262,24 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
 
 
 @dataclass
-class _Layer:
-    keys: torch.Tensor
-    values: torch.Tensor
+class _Active:
+    """Rows decoding together: their last logits, own-token cache (`_BufferLayer`s), shared
+    prefixes, own-token mask (rows, width), next positions, query ids and prefix chunks."""
 
-
-@dataclass
-class _Cache:
-    layers: list[_Layer]
-
-
-class _EmptyCache:
-    layers: list = []
+    logits: torch.Tensor
+    cache: DynamicCache
+    prefix: SharedPrefix
+    mask: torch.Tensor
+    position: torch.Tensor
+    queries: list[int]
+    chunks: list[int]
 
 
 ATTENTION = "uniner_shared_prefix"
 AttentionInterface.register(ATTENTION, shared_prefix_attention)
 
 
-STATS = ("batches", "prefix_tokens", "prefix_slots", "suffix_tokens", "suffix_slots",
+STATS = ("batches", "refills", "prefix_tokens", "prefix_slots", "suffix_tokens", "suffix_slots",
          "decode_tokens", "steps")
 
 
@@ -286,7 +298,8 @@ class Engine:
         style: the prompt style the model was trained with (default `UniNER`); renders the
             queries of `answer` and gives the stop tokens.
 
-    After `answer_prompts`, `stats` counts what its forward passes computed: `batches`;
+    After `answer_prompts`, `stats` counts what its forward passes computed: `batches`
+    (prefills), `refills` (prefills that joined rows still decoding);
     `prefix_tokens` / `prefix_slots` (real / with left padding), `suffix_tokens` / `suffix_slots`,
     `decode_tokens` (one per live row and step), `steps` (decode forward passes).
     """
@@ -335,7 +348,7 @@ class Engine:
                        progress: Callable[[int], None] | None = None) -> list[str]:
         """Answers to prompt ids; `texts[i]` is the text prompt i asks about (queries of the same
         text share their prompt prefix; constrained decoding grounds items in it). `progress` is
-        called with the number of queries answered after each batch."""
+        called with the number of queries answered as they finish."""
         if len(prompts) != len(texts):
             raise ValueError(f"{len(prompts)} prompts but {len(texts)} texts")
         if any(len(p) == 0 for p in prompts):
@@ -348,14 +361,9 @@ class Engine:
         was_training = self.model.training
         self.model.eval()
         try:
-            for batch in plan_batches(prompts, texts, max_new_tokens=self.max_new_tokens,
-                                      batch_tokens=self.batch_tokens,
-                                      batch_rows=self.batch_rows):
-                rows = [i for chunk in batch for i in chunk.rows]
-                for i, a in zip(rows, self._run_batch(batch, prompts, texts)):
-                    answers[i] = a
-                if progress is not None:
-                    progress(len(rows))
+            plan = plan_batches(prompts, texts, max_new_tokens=self.max_new_tokens,
+                                batch_tokens=self.batch_tokens, batch_rows=self.batch_rows)
+            self._decode(plan, prompts, texts, answers, progress)
         finally:
             self.model.train(was_training)
         return answers
@@ -378,15 +386,16 @@ class Engine:
             config._attn_implementation_internal = before
         return out.logits[:, -1, :].float(), getattr(out, self._cache_arg)
 
-    def _prefixes(self, prefixes: list[list[int]], sizes: list[int]) -> SharedPrefix:
+    def _prefixes(self, prefixes: list[list[int]]):
         """The chunks' prefixes computed once each, in runs of similar length (left padding at
         most ~1/8 of a run's slots: texts differ in length even within a sorted batch), then
-        left-padded into one cache of (chunks, kv heads, longest, head dim) per layer."""
+        left-padded into one cache of (chunks, kv heads, longest, head dim) per layer.
+        Returns (keys per layer, values per layer, mask (chunks, longest))."""
         device = self._device()
         width = max(map(len, prefixes))
         mask = torch.zeros((len(prefixes), width), dtype=torch.bool, device=device)
         if width == 0:  # one-token prompts only: nothing shared
-            return SharedPrefix.build(_EmptyCache(), mask, sizes)
+            return [], [], mask
         order = sorted(range(len(prefixes)), key=lambda k: len(prefixes[k]))
         runs, run = [], []
         for k in order:
@@ -413,14 +422,12 @@ class Engine:
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor([k for run in runs for k in run])] = torch.arange(len(order))
         inverse = inverse.to(device)
-        layers = [_Layer(torch.cat(ks)[inverse], torch.cat(vs)[inverse])
-                  for ks, vs in zip(keys, values)]
-        return SharedPrefix.build(_Cache(layers), mask, sizes)
+        return ([torch.cat(ks)[inverse] for ks in keys], [torch.cat(vs)[inverse] for vs in values],
+                mask)
 
-    def _prefill(self, batch: list[_Chunk], prompts: Sequence[list[int]]):
+    def _prefill(self, batch: list[_Chunk], prompts: Sequence[list[int]]) -> _Active:
         """Each chunk's shared prefix once (kept once per chunk), then every row's own suffix
-        attending to its chunk's prefix in place. Returns (last logits, the rows' cache, the
-        shared prefix, the rows' token mask, next position) per row."""
+        attending to its chunk's prefix in place: the rows ready for their first token."""
         device = self._device()
         prefixes = [prompts[c.rows[0]][: c.prefix_len] for c in batch]
         suffixes = [prompts[i][c.prefix_len:] for c in batch for i in c.rows]
@@ -428,7 +435,8 @@ class Engine:
 
         ids, smask = (t.to(device) for t in left_pad(suffixes, self.pad))
         capacity = ids.shape[1] + self.max_new_tokens
-        prefix = self._prefixes(prefixes, [len(c.rows) for c in batch])
+        chunks = [k for k, c in enumerate(batch) for _ in c.rows]
+        prefix = SharedPrefix.build(*self._prefixes(prefixes), chunks)
         positions = (prefix_lens[:, None] + smask.cumsum(-1) - 1).masked_fill(smask == 0, 1)
         width = ids.shape[1]
         causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
@@ -443,61 +451,189 @@ class Engine:
         st["prefix_tokens"] += sum(map(len, prefixes))
         st["suffix_tokens"] += sum(map(len, suffixes))
         st["suffix_slots"] += ids.numel()
-        return logits, cache, prefix, smask.bool(), positions[:, -1] + 1
+        return _Active(logits, cache, prefix, smask.bool(), positions[:, -1] + 1,
+                       [i for c in batch for i in c.rows], chunks)
 
-    def _run_batch(self, batch: list[_Chunk], prompts, texts) -> list[str]:
-        logits, cache, prefix, mask, position = self._prefill(batch, prompts)
-        device = logits.device
-        rows = [i for chunk in batch for i in chunk.rows]
-        tokens: list[list[int]] = [[] for _ in rows]
-        constrained = [ConstrainedRow(SpanListGrammar(texts[i])) for i in rows] \
-            if self.decoding == "constrained" else None
+    def _take(self, queue: deque, prompts, active: _Active | None,
+              live: int) -> list[_Chunk]:
+        """The next chunks of the plan that fit beside the `live` rows of `active`: `batch_rows`
+        rows and `batch_tokens` KV slots (each prefix once; every row as wide as the widest).
+        None unless they are at least a quarter of `batch_rows` or the rest of the plan: a
+        prefill of a few rows would cost more than it fills."""
+        rows = live
+        width = active.mask.shape[1] if active else 0
+        prefix_slots = active.prefix.mask.numel() if active else 0
+        taken: list[_Chunk] = []
+        n_taken = 0
+        for chunk in queue:
+            w = max(width, max(len(prompts[i]) for i in chunk.rows) - chunk.prefix_len)
+            n = rows + len(chunk.rows)
+            if (taken or rows) and (n > self.batch_rows or n * (w + self.max_new_tokens)
+                                    + prefix_slots + chunk.prefix_len > self.batch_tokens):
+                break
+            taken.append(chunk)
+            n_taken += len(chunk.rows)
+            rows, width, prefix_slots = n, w, prefix_slots + chunk.prefix_len
+        if rows and live and len(taken) < len(queue) and 4 * n_taken < self.batch_rows:
+            return []
+        for _ in taken:
+            queue.popleft()
+        return taken
+
+    def _merge(self, a: _Active | None, b: _Active) -> _Active:
+        """The rows of `a` and `b` as one batch: their own caches left-padded to one width in a
+        new buffer (leading slots no row uses dropped), their prefixes side by side (those no
+        row of `a` uses any more dropped)."""
+        if a is None:
+            return b
+        self.stats["refills"] += 1
+        wa = a.mask.shape[1]
+        start = int(a.mask.any(0).int().argmax())  # the first slot a live row uses
+        wa -= start
+        wb = b.mask.shape[1]
+        width = max(wa, wb)
+        ra, rows = len(a.queries), len(a.queries) + len(b.queries)
+        cache = _buffer_cache(self._n_layers, width + self.max_new_tokens)
+        for layer, la, lb in zip(cache.layers, a.cache.layers, b.cache.layers):
+            layer.lazy_initialization(la.keys, la.values)
+            shape = (rows, la.keys.shape[1], layer.capacity, la.keys.shape[-1])
+            layer._keys, layer._values = la.keys.new_zeros(shape), la.values.new_zeros(shape)
+            for buf, x, y in ((layer._keys, la.keys, lb.keys),
+                              (layer._values, la.values, lb.values)):
+                buf[:ra, :, width - wa: width] = x[:, :, start:]
+                buf[ra:, :, width - wb: width] = y
+            layer._view(width)
+        mask = torch.zeros((rows, width), dtype=torch.bool, device=a.mask.device)
+        mask[:ra, width - wa:] = a.mask[:, start:]
+        mask[ra:, width - wb:] = b.mask
+        # prefixes: the chunks a's rows still use, then b's
+        used = sorted(set(a.chunks))
+        renumber = {k: n for n, k in enumerate(used)}
+        pa, pb = a.prefix, b.prefix
+        if pa.keys and pb.keys:
+            pw = max(pa.mask.shape[1], pb.mask.shape[1])
+            index = torch.tensor(used, device=pa.mask.device)
+            keys = [torch.cat([_left_pad_to(x[index], pw), _left_pad_to(y, pw)])
+                    for x, y in zip(pa.keys, pb.keys)]
+            values = [torch.cat([_left_pad_to(x[index], pw), _left_pad_to(y, pw)])
+                      for x, y in zip(pa.values, pb.values)]
+            pmask = torch.cat([torch.nn.functional.pad(pa.mask[index], (pw - pa.mask.shape[1], 0)),
+                               torch.nn.functional.pad(pb.mask, (pw - pb.mask.shape[1], 0))])
+        else:  # an empty prefix on one side (one-token prompts): rare, pad the other
+            index = torch.tensor(used, device=pa.mask.device)
+            src = pa.keys or pb.keys
+            pw = src[0].shape[2] if src else 0
+
+            def side(p: SharedPrefix, n: int, sel=None):
+                if p.keys:
+                    return ([x if sel is None else x[sel] for x in p.keys],
+                            [x if sel is None else x[sel] for x in p.values])
+                z = [x.new_zeros((n, *x.shape[1:])) for x in src]
+                return z, z
+
+            ka, va = side(pa, len(used), index)
+            kb, vb = side(pb, pb.mask.shape[0])
+            keys = [torch.cat([x, y]) for x, y in zip(ka, kb)]
+            values = [torch.cat([x, y]) for x, y in zip(va, vb)]
+            pmask = torch.zeros((len(used) + pb.mask.shape[0], pw), dtype=torch.bool,
+                                device=pa.mask.device)
+            if pa.keys:
+                pmask[: len(used)] = pa.mask[index]
+            if pb.keys:
+                pmask[len(used):] = pb.mask
+        chunks = [renumber[k] for k in a.chunks] + [len(used) + k for k in b.chunks]
+        return _Active(torch.cat([a.logits, b.logits]), cache,
+                       SharedPrefix.build(keys, values, pmask, chunks), mask,
+                       torch.cat([a.position, b.position]), a.queries + b.queries, chunks)
+
+    def _decode(self, plan: list[list[_Chunk]], prompts, texts, answers: list[str],
+                progress: Callable[[int], None] | None) -> None:
+        """Greedy decoding of the plan's queries with continuous refill: when a quarter of the
+        rows have finished, they leave the batch and the plan's next chunks are prefilled and
+        join the rows still decoding (a batch is never held by its slowest row)."""
+        device = self._device()
+        queue = deque(chunk for batch in plan for chunk in batch)
+        tokens: dict[int, list[int]] = {}
+        constrained: dict[int, ConstrainedRow] = {}
+        active: _Active | None = None
         # bookkeeping in Python lists, one transfer a step: indexing a CUDA tensor row by row
         # would wait for the device at every row
-        live = list(range(len(rows)))  # cache row -> batch row
-        running = [True] * len(rows)  # per cache row
-        mask = torch.cat([mask, mask.new_ones((len(rows), self.max_new_tokens))], dim=1)
-        width = mask.shape[1] - self.max_new_tokens
-        for step in range(self.max_new_tokens):
-            if constrained is None:
-                next_ids = logits.argmax(-1)
+        running: list[bool] = []
+        while queue or active is not None:
+            live = sum(running)
+            if queue and (active is None or 4 * (self.batch_rows - live) >= self.batch_rows):
+                chunks = self._take(queue, prompts, active, live)
+                if chunks:
+                    if active is not None and live < len(running):
+                        active = self._select(active, running)
+                    new = self._prefill(chunks, prompts)
+                    for q in new.queries:
+                        tokens[q] = []
+                        if self.decoding == "constrained":
+                            constrained[q] = ConstrainedRow(SpanListGrammar(texts[q]))
+                    active = self._merge(active, new)
+                    running = [True] * len(active.queries)
+            if self.decoding == "constrained":
+                next_ids = self._constrained_choice(active.logits, active.queries, running,
+                                                    constrained)
             else:
-                next_ids = self._constrained_choice(logits, live, running, constrained)
-            for r, (q, token) in enumerate(zip(live, next_ids.tolist())):
+                next_ids = active.logits.argmax(-1)
+            done = 0
+            for r, (q, token) in enumerate(zip(active.queries, next_ids.tolist())):
                 if not running[r]:
                     continue
                 if token < 0:  # the grammar allows no token: the answer ends here
                     running[r] = False
-                    continue
-                tokens[q].append(token)
-                if constrained is not None:
-                    constrained[q].advance(self._trie.strings[token])
-                    running[r] = not constrained[q].done
-                elif self.early_stop and (token in self.stops or token in self.closing):
-                    running[r] = False
-            if not any(running) or step == self.max_new_tokens - 1:
-                break
-            if 4 * sum(running) <= 3 * len(running):  # drop finished rows from the cache
-                keep = [r for r, alive in enumerate(running) if alive]
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                prefix.select(index)
-                mask, position, next_ids = mask[index], position[index], next_ids[index]
-                live, running = [live[r] for r in keep], [True] * len(keep)
-            width += 1
+                else:
+                    tokens[q].append(token)
+                    if self.decoding == "constrained":
+                        constrained[q].advance(self._trie.strings[token])
+                        running[r] = not constrained[q].done
+                    elif self.early_stop and (token in self.stops or token in self.closing):
+                        running[r] = False
+                    if len(tokens[q]) == self.max_new_tokens:
+                        running[r] = False
+                if not running[r]:
+                    answers[q] = self._answer(tokens.pop(q), constrained.pop(q, None))
+                    done += 1
+            if progress is not None and done:
+                progress(done)
+            live = sum(running)
+            if not live:
+                active = None
+                continue
+            if 4 * live <= 3 * len(running):  # drop finished rows from the cache
+                keep = torch.tensor([r for r, alive in enumerate(running) if alive],
+                                    device=device)
+                next_ids = next_ids[keep]
+                active = self._select(active, running)
+                running = [True] * live
             self.stats["steps"] += 1
-            self.stats["decode_tokens"] += len(live)
-            logits, cache = self._forward(next_ids.clamp(min=0)[:, None],
-                                          mask[:, None, None, :width], position[:, None], cache,
-                                          prefix)
-            position = position + 1
+            self.stats["decode_tokens"] += len(running)
+            a = active
+            a.mask = torch.cat([a.mask, a.mask.new_ones((len(running), 1))], dim=1)
+            a.logits, a.cache = self._forward(next_ids.clamp(min=0)[:, None],
+                                              a.mask[:, None, None, :], a.position[:, None],
+                                              a.cache, a.prefix)
+            a.position = a.position + 1
+
+    def _select(self, a: _Active, running: list[bool]) -> _Active:
+        """`a` with only its running rows (their cache compacted; the prefixes stay)."""
+        keep = [r for r, alive in enumerate(running) if alive]
+        index = torch.tensor(keep, device=a.mask.device)
+        a.cache.batch_select_indices(index)
+        a.prefix.select(index)
+        return _Active(a.logits[index], a.cache, a.prefix, a.mask[index], a.position[index],
+                       [a.queries[r] for r in keep], [a.chunks[r] for r in keep])
+
+    def _answer(self, tokens: list[int], constrained: ConstrainedRow | None) -> str:
         if constrained is not None:
-            return [c.answer() for c in constrained]
-        return [self.tokenizer.decode(t[:-1] if t and t[-1] in self.stops else t,
-                                      skip_special_tokens=True).strip() for t in tokens]
+            return constrained.answer()
+        return self.tokenizer.decode(tokens[:-1] if tokens and tokens[-1] in self.stops
+                                     else tokens, skip_special_tokens=True).strip()
 
     def _constrained_choice(self, logits, live: list[int], running: list[bool],
-                            rows: list[ConstrainedRow]) -> torch.Tensor:
+                            rows: dict[int, ConstrainedRow]) -> torch.Tensor:
         """The best token each running row's grammar allows; -1 where none is allowed."""
         allowed = torch.zeros(logits.shape, dtype=torch.bool)
         for r, q in enumerate(live):
