@@ -290,7 +290,8 @@ class Engine:
         model: a causal LM (transformers, or a PEFT model around one).
         tokenizer: its tokenizer.
         max_new_tokens: answer length limit (256 as the official protocol).
-        batch_tokens: KV slots per batch (rows x (prompt + new tokens)); bounds cache memory.
+        batch_tokens: KV slots per batch (each text's prefix once, rows x (suffix + new
+            tokens)); bounds cache memory.
         batch_rows: queries per batch at most.
         decoding: `greedy`, or `constrained` (only JSON lists of strings found in the text).
         early_stop: stop a row at a stop token or `]`; False decodes exactly `max_new_tokens`
