@@ -234,7 +234,11 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
 
     query (rows, heads, T, d); key, value (rows, kv heads, S, d): the rows' own tokens;
     attention_mask (rows, 1, T, S) bool, True where a query may attend. Scores and softmax in
-    fp32, the products in the model's dtype. Returns (rows, T, heads, d)."""
+    fp32, the products in the model's dtype. Returns (rows, T, heads, d). No sliding window (a
+    prompt is far shorter than any window) and no softcapping or sinks."""
+    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+        raise NotImplementedError("shared_prefix_attention: no logit softcapping or attention "
+                                  "sinks (LLaMA-family models only)")
     prefix = shared_prefix
     rows, heads, t, d = query.shape
     kv_heads, s = key.shape[1], key.shape[2]
