@@ -1,7 +1,7 @@
 import json
-import time
 
 import pytest
+from timing import cpu_seconds
 
 from uniner.data.readers import (
     load_label_map,
@@ -69,9 +69,9 @@ def test_real_mit_layout_is_label_first(data_root):
 
 def test_real_pile_ner_bio(data_root):
     report = ReadReport("pile")
-    t0 = time.perf_counter()
-    passages = read_bio(data_root / "pile_ner_bio/passages.txt", report=report)
-    assert time.perf_counter() - t0 < 2.0
+    passages, seconds = cpu_seconds(
+        lambda: read_bio(data_root / "pile_ner_bio/passages.txt", report=report))
+    assert seconds < 2.0  # CPU seconds (0.4 here): the wall clock depends on the load
     assert len(passages) == 2217 and report.mentions == 30978
     assert report.notes == {"I- tag opens an entity": 156}
     assert spans_exact(passages)

@@ -2,6 +2,7 @@
 
 import json
 import struct
+import time
 from pathlib import Path
 
 
@@ -29,11 +30,29 @@ def wandb_records(path: Path):
             yield record
 
 
+def finished_records(run_dir: Path, timeout: float = 120.0) -> list:
+    """The records of the run's `.wandb` file once W&B's writer has written its last one (the
+    run's `exit` record). `wandb.finish()` can return before the writer process has flushed
+    the file, and the more so on a busy machine: poll until the record is there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = []
+        try:
+            (wandb_file,) = run_dir.glob("*.wandb")
+            records = list(wandb_records(wandb_file))
+        except Exception:  # not there yet, or a chunk half written
+            pass
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{run_dir}: W&B's writer wrote no exit record in {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def read_wandb_run(run_dir: Path) -> dict:
-    """Group, job type, tags, config and summary of one offline run directory."""
-    (wandb_file,) = run_dir.glob("*.wandb")
+    """Group, job type, tags, config and summary of one offline run directory (finished)."""
     out = {"config": {}, "summary": {}}
-    for r in wandb_records(wandb_file):
+    for r in finished_records(run_dir):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             out.update(group=r.run.run_group, job_type=r.run.job_type, tags=list(r.run.tags))
