@@ -6,6 +6,7 @@ outside that group (uniner-report's summary run), `log_results` (the results tab
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -26,8 +27,8 @@ def build_loggers(cfg: DictConfig, job_type: str | None = None) -> list:
     for c in (cfg.get("logger") or {}).values():
         if c and str(c.get("_target_", "")).endswith("WandbLogger"):
             kwargs, extra = wandb_identity(cfg, c)
-            loggers.append(instantiate(c, **kwargs, **({"job_type": job_type} if job_type
-                                                        else {})))
+            loggers.append(without_anonymous(
+                instantiate(c, **kwargs, **({"job_type": job_type} if job_type else {}))))
         elif c:
             loggers.append(instantiate(c))
     for lg in loggers:
@@ -66,7 +67,17 @@ def wandb_logger(save_dir: str | Path, **kwargs):
     `logger=wandb`); `kwargs` go to `wandb.init` (project, group, job_type, config ...)."""
     from pytorch_lightning.loggers import WandbLogger
 
-    return WandbLogger(save_dir=str(save_dir), offline=config.wandb_offline(), **kwargs)
+    return without_anonymous(WandbLogger(save_dir=str(save_dir), offline=config.wandb_offline(),
+                                         **kwargs))
+
+
+def without_anonymous(logger):
+    """Lightning's WandbLogger passes `anonymous=None` to `wandb.init`, a setting W&B deprecated
+    (it warns "The anonymous setting has no effect"): drop it before the run starts."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    return logger
 
 
 def log_results(loggers: list, ev: Evaluation, prefix: str = "test",
@@ -85,9 +96,19 @@ def log_results(loggers: list, ev: Evaluation, prefix: str = "test",
         lg.log_table(f"{prefix}/per_type", columns=["dataset", "type", "precision", "recall",
                                                     "f1", "queries"], data=per_type)
         if files_dir is not None and hasattr(lg, "experiment"):
-            for name in ("predictions.jsonl", "metrics.json", "results.md"):
-                lg.experiment.save(str(Path(files_dir) / name), base_path=str(files_dir),
-                                   policy="now")
+            save_files(lg.experiment, files_dir, ("predictions.jsonl", "metrics.json",
+                                                  "results.md"))
+
+
+def save_files(run, files_dir: str | Path, names: tuple[str, ...]) -> None:
+    """Upload finished files with the W&B run: copied into its directory, then saved from
+    there (`run.save` of an outside file symlinks it and warns about each one)."""
+    run_dir = Path(run.dir)
+    for name in names:
+        target = run_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(files_dir) / name, target)
+        run.save(str(target), base_path=str(run_dir), policy="now")
 
 
 def finish(loggers: list, *, finalize: bool = False) -> None:

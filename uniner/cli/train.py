@@ -35,9 +35,12 @@ def sorted_test_loader(module: NERModule, batch_size: int) -> DataLoader:
     texts and the engine computes each text's prompt prefix once."""
     from torch.utils.data import DataLoader
 
+    from uniner.model.module import TestBatch
+
     queries = module.test_queries
     order = sorted(range(len(queries)), key=lambda i: (len(queries[i].text), queries[i].text))
-    return DataLoader([(i, queries[i]) for i in order], batch_size=batch_size, collate_fn=list)
+    return DataLoader([(i, queries[i]) for i in order], batch_size=batch_size,
+                      collate_fn=TestBatch)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

@@ -29,6 +29,21 @@ def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+class TestBatch:
+    """A test batch: (index, query) pairs, text until answered. Neither a sequence nor a
+    dataclass, so Lightning's batch transfer leaves it as it is (no `transfer_batch_to_device`
+    override, which Lightning warns about beside a datamodule)."""
+
+    def __init__(self, items: Sequence[tuple[int, Query]]):
+        self.items = list(items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 class NERModule(pl.LightningModule):
     """Instruction-tunes a causal LM on UniNER conversations.
 
@@ -159,15 +174,10 @@ class NERModule(pl.LightningModule):
                               batch_size=self.generation_batch_size, prompt_cache=self._prompts,
                               style=self.style)
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        if isinstance(batch, list):  # test queries: text, tokenized when answered
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def on_test_epoch_start(self):
         self._test_answers: dict[int, str] = {}
 
-    def test_step(self, batch: list[tuple[int, Query]], batch_idx):
+    def test_step(self, batch: TestBatch, batch_idx):
         answers = self.answer([q for _, q in batch])
         self._test_answers.update((i, a) for (i, _), a in zip(batch, answers))
 
