@@ -104,6 +104,21 @@ def test_engine_equals_one_query_generate(eos_scale, closing_scale, max_new, sto
     assert got == generate_answers(model, tok, prompts, max_new_tokens=max_new, batch_size=5)
 
 
+def test_engine_with_one_token_prompts():
+    # prompts of one token have an empty shared prefix (a row needs a suffix token of its own),
+    # mixed with longer ones in a batch, in a refill and alone
+    model, tok = tiny(-1.0, 3.0)
+    prompts = [[5], [6], [7], [9], [7, 8, 9], [7, 8, 10], [11, 12], [5], [13, 14, 15, 16]] * 2
+    texts = ["a", "b", "c", "d", "e", "e", "f", "g", "h"] * 2
+    expected = [one_by_one(model, tok, p, 12)[0] for p in prompts]
+    refills = 0
+    for rows in (2, 3, 20):
+        engine = Engine(model, tok, max_new_tokens=12, batch_rows=rows)
+        assert engine.answer_prompts(prompts, texts) == expected
+        refills += engine.stats["refills"]
+    assert refills > 0
+
+
 def test_answer_queries_goes_through_the_engine(model_tok):
     model, tok = model_tok
     queries = [Query(f"q{i}", "d", "general", t, ty, ()) for i, (t, ty) in

@@ -402,8 +402,9 @@ class Engine:
         if width == 0:  # one-token prompts only: nothing shared
             return [], [], mask
         order = sorted(range(len(prefixes)), key=lambda k: len(prefixes[k]))
+        empty = [k for k in order if not prefixes[k]]  # one-token prompts: zeros, all masked
         runs, run = [], []
-        for k in order:
+        for k in order[len(empty):]:
             longest = len(prefixes[k])
             if run and 8 * longest * (len(run) + 1) > 9 * (
                     sum(len(prefixes[j]) for j in run) + longest):
@@ -424,6 +425,11 @@ class Engine:
                 vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
             mask[run, pad:] = pmask.bool()
             self.stats["prefix_slots"] += pids.numel()
+        if empty:
+            for ks, vs in zip(keys, values):
+                ks.append(ks[0].new_zeros((len(empty), *ks[0].shape[1:])))
+                vs.append(vs[0].new_zeros((len(empty), *vs[0].shape[1:])))
+            runs.append(empty)
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor([k for run in runs for k in run])] = torch.arange(len(order))
         inverse = inverse.to(device)
