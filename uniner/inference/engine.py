@@ -302,6 +302,8 @@ class Engine:
             (benchmarks of random-init models, which never stop on their own).
         style: the prompt style the model was trained with (default `UniNER`); renders the
             queries of `answer` and gives the stop tokens.
+        refill: rows that finish make room for the plan's next texts while the others decode
+            (False: a batch of the plan runs until its last row ends; for comparisons).
 
     After `answer_prompts`, `stats` counts what its forward passes computed: `batches`
     (prefills), `refills` (prefills that joined rows still decoding);
@@ -312,7 +314,7 @@ class Engine:
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 256,
                  batch_tokens: int = BATCH_TOKENS, batch_rows: int = BATCH_ROWS,
                  decoding: str = "greedy", early_stop: bool = True,
-                 style: PromptStyle | None = None):
+                 style: PromptStyle | None = None, refill: bool = True):
         if decoding not in DECODINGS:
             raise ConfigError(f"decoding={decoding!r}: choose one of {', '.join(DECODINGS)}")
         if max_new_tokens < 1 or batch_tokens < 1 or batch_rows < 1:
@@ -321,7 +323,7 @@ class Engine:
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.batch_tokens, self.batch_rows = (max_new_tokens, batch_tokens,
                                                                    batch_rows)
-        self.decoding, self.early_stop = decoding, early_stop
+        self.decoding, self.early_stop, self.refill = decoding, early_stop, refill
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
         self.style = style or UniNER()
@@ -572,7 +574,8 @@ class Engine:
         running: list[bool] = []
         while queue or active is not None:
             live = sum(running)
-            if queue and (active is None or 4 * (self.batch_rows - live) >= self.batch_rows):
+            if queue and (active is None or self.refill
+                          and 4 * (self.batch_rows - live) >= self.batch_rows):
                 chunks = self._take(queue, prompts, active, live)
                 if chunks:
                     if active is not None and live < len(running):
