@@ -6,11 +6,12 @@ before/after on a loaded machine, where separate runs see different loads.
     python experiments/ab_engine.py --base-rev cf38439 --stopping --max-new-tokens 32
 
 Modes: `base` (`uniner/inference/engine.py` at `--base-rev`, imported by path), `new` (this
-checkout's), `new-norefill` (this checkout's with `refill=False`, with `--stopping`), `gen32`
-(`generate_answers`, 32 rows). The tiny random-init backbone, fp32, one thread. Without
-`--stopping` every mode decodes exactly `--max-new-tokens` (as `bench_extract.py`); with it the
-output rows of EOS and of the `]` tokens are rescaled (as tests/test_extract.py) so that answers
-end at different lengths, as a trained model's do, and the engine stops rows at EOS or `]`.
+checkout's, its CPU default: no refill), `new-refill` (with `refill=True`, its default on a
+GPU; with `--stopping` only), `gen32` (`generate_answers`, 32 rows). The tiny random-init
+backbone, fp32, one thread. Without `--stopping` every mode decodes exactly `--max-new-tokens`
+(as `bench_extract.py`); with it the output rows of EOS and of the `]` tokens are rescaled (as
+tests/test_extract.py) so that answers end at different lengths, as a trained model's do, and
+the engines stop rows at EOS or `]`.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def main() -> None:
     modes = {"base": base.Engine(model, tok, max_new_tokens=n_new, early_stop=stop),
              "new": Engine(model, tok, max_new_tokens=n_new, early_stop=stop)}
     if stop:
-        modes["new-norefill"] = Engine(model, tok, max_new_tokens=n_new, refill=False)
+        modes["new-refill"] = Engine(model, tok, max_new_tokens=n_new, refill=True)
 
     def gen32():
         return generate_answers(model, tok, prompts, max_new_tokens=n_new, batch_size=32,

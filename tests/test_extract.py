@@ -87,7 +87,8 @@ def test_engine_equals_one_query_generate(eos_scale, closing_scale, max_new, sto
     model, tok = tiny(eos_scale, closing_scale)
     queries = [(t, ty) for t in TEXTS for ty in TYPES]
     # small batches: texts split across batches and batches holding several texts
-    engine = Engine(model, tok, max_new_tokens=max_new, batch_tokens=6 * 80, batch_rows=6)
+    engine = Engine(model, tok, max_new_tokens=max_new, batch_tokens=6 * 80, batch_rows=6,
+                    refill=True)
     got = engine.answer(queries)
     closing = set(closing_token_ids(tok))
     expected, seen = [], set()
@@ -113,7 +114,7 @@ def test_engine_with_one_token_prompts():
     expected = [one_by_one(model, tok, p, 12)[0] for p in prompts]
     refills = 0
     for rows in (2, 3, 20):
-        engine = Engine(model, tok, max_new_tokens=12, batch_rows=rows)
+        engine = Engine(model, tok, max_new_tokens=12, batch_rows=rows, refill=True)
         assert engine.answer_prompts(prompts, texts) == expected
         refills += engine.stats["refills"]
     assert refills > 0
@@ -430,7 +431,8 @@ def test_engine_equals_one_query_generate_in_bf16(memorised):
     try:
         queries = [(t, ty) for t in TEXTS for ty in TYPES]
         # small batches: texts split across batches, batches of several texts, refills
-        engine = Engine(model, tok, max_new_tokens=24, batch_tokens=6 * 40, batch_rows=6)
+        engine = Engine(model, tok, max_new_tokens=24, batch_tokens=6 * 40, batch_rows=6,
+                        refill=True)
         got = engine.answer(queries)
         expected = [one_by_one(model, tok, engine.prompt(t, ty), 24)[0] for t, ty in queries]
         assert got == expected

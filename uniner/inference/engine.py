@@ -302,8 +302,11 @@ class Engine:
             (benchmarks of random-init models, which never stop on their own).
         style: the prompt style the model was trained with (default `UniNER`); renders the
             queries of `answer` and gives the stop tokens.
-        refill: rows that finish make room for the plan's next texts while the others decode
-            (False: a batch of the plan runs until its last row ends; for comparisons).
+        refill: rows that finish make room for the plan's next texts while the others decode;
+            False: a batch of the plan runs until its last row ends (finished rows still leave
+            it). None (default): on an accelerator, where a decode step of few rows costs about
+            as much as one of many, not on the CPU, where a step's cost follows its rows and the
+            merges cost more than they save (experiments/RESULTS.md). Answers are the same.
 
     After `answer_prompts`, `stats` counts what its forward passes computed: `batches`
     (prefills), `refills` (prefills that joined rows still decoding);
@@ -314,7 +317,7 @@ class Engine:
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 256,
                  batch_tokens: int = BATCH_TOKENS, batch_rows: int = BATCH_ROWS,
                  decoding: str = "greedy", early_stop: bool = True,
-                 style: PromptStyle | None = None, refill: bool = True):
+                 style: PromptStyle | None = None, refill: bool | None = None):
         if decoding not in DECODINGS:
             raise ConfigError(f"decoding={decoding!r}: choose one of {', '.join(DECODINGS)}")
         if max_new_tokens < 1 or batch_tokens < 1 or batch_rows < 1:
@@ -323,7 +326,8 @@ class Engine:
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.batch_tokens, self.batch_rows = (max_new_tokens, batch_tokens,
                                                                    batch_rows)
-        self.decoding, self.early_stop, self.refill = decoding, early_stop, refill
+        self.decoding, self.early_stop = decoding, early_stop
+        self.refill = refill
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
         self.style = style or UniNER()
@@ -561,10 +565,12 @@ class Engine:
 
     def _decode(self, plan: list[list[_Chunk]], prompts, texts, answers: list[str],
                 progress: Callable[[int], None] | None) -> None:
-        """Greedy decoding of the plan's queries with continuous refill: when a quarter of the
-        rows have finished, they leave the batch and the plan's next chunks are prefilled and
-        join the rows still decoding (a batch is never held by its slowest row)."""
+        """Greedy decoding of the plan's queries. Finished rows leave the batch once they are a
+        quarter of it; with refill, when a quarter of `batch_rows` is free, the plan's next
+        chunks are prefilled and join the rows still decoding (a batch is never held by its
+        slowest row)."""
         device = self._device()
+        refill = device.type != "cpu" if self.refill is None else self.refill
         queue = deque(chunk for batch in plan for chunk in batch)
         tokens: dict[int, list[int]] = {}
         constrained: dict[int, ConstrainedRow] = {}
@@ -574,7 +580,7 @@ class Engine:
         running: list[bool] = []
         while queue or active is not None:
             live = sum(running)
-            if queue and (active is None or self.refill
+            if queue and (active is None or refill
                           and 4 * (self.batch_rows - live) >= self.batch_rows):
                 chunks = self._take(queue, prompts, active, live)
                 if chunks:
