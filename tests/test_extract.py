@@ -120,6 +120,26 @@ def test_engine_with_one_token_prompts():
     assert refills > 0
 
 
+def test_plain_forward_while_switched_is_sdpa(model_tok):
+    # the engine switches the model's attention during its passes; a forward of the same model
+    # from elsewhere meanwhile (a demo's other request) must still be plain attention
+    from uniner.inference.engine import ATTENTION
+
+    model, tok = model_tok
+    ids = torch.tensor([encode_prompt(UniNER().query(TEXTS[0], "person"), tok)] * 2)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits
+        before = model.config._attn_implementation_internal
+        model.config._attn_implementation_internal = ATTENTION
+        try:
+            got = model(input_ids=ids, attention_mask=mask).logits
+        finally:
+            model.config._attn_implementation_internal = before
+    torch.testing.assert_close(got, expected)
+
+
 def test_answer_queries_goes_through_the_engine(model_tok):
     model, tok = model_tok
     queries = [Query(f"q{i}", "d", "general", t, ty, ()) for i, (t, ty) in

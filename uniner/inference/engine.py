@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from transformers import AttentionInterface
 from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from uniner.data.encoding import encode_prompt, encode_prompts
 from uniner.data.prompts import PromptStyle, UniNER
@@ -236,6 +238,9 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
     attention_mask (rows, 1, T, S) bool, True where a query may attend. Scores and softmax in
     fp32, the products in the model's dtype. Returns (rows, T, heads, d). No sliding window (a
     prompt is far shorter than any window) and no softcapping or sinks."""
+    if shared_prefix is None:  # a forward outside the engine's passes (another thread's)
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask,
+                                               scaling=scaling, dropout=dropout, **kwargs)
     if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
         raise NotImplementedError("shared_prefix_attention: no logit softcapping or attention "
                                   "sinks (LLaMA-family models only)")
@@ -281,6 +286,8 @@ class _Active:
 
 ATTENTION = "uniner_shared_prefix"
 AttentionInterface.register(ATTENTION, shared_prefix_attention)
+# a plain forward while the engine has the model switched builds SDPA's mask and runs SDPA
+AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
 STATS = ("batches", "refills", "prefix_tokens", "prefix_slots", "suffix_tokens", "suffix_slots",
