@@ -1,6 +1,6 @@
 """Empty-query FP rate and F1 of an ablation sweep's runs on held-out Pile-NER passages.
 
-    PYTHONPATH=. python experiments/ablation_heldout.py multirun/negative_sampling_ablation_small/<time>
+    PYTHONPATH=. python experiments/ablation_heldout.py multirun/<experiment>/<launch time>
 
 Stop-gap until the held-out evaluation lives in the package (issue 16): each run of
 `experiment=negative_sampling_ablation_small` trains on a fixed, seeded share of `pile_ner_bio`
@@ -85,8 +85,8 @@ def main(argv=None) -> int:
         answers = answer_queries(model, tok, queries, batch_size=512, max_new_tokens=
                                  args.max_new_tokens or cfg.module.max_new_tokens)
         res = evaluate(queries, answers).results
-        res = {k: {m: v[m] for m in ("f1", "empty_query_fp_rate", "queries", "empty_queries", "malformed")
-                   if m in v} for k, v in res.items() if k != "average"}
+        keep = ("f1", "empty_query_fp_rate", "queries", "empty_queries", "malformed")
+        res = {k: {m: v[m] for m in keep if m in v} for k, v in res.items() if k != "average"}
         (run / "heldout.json").write_text(json.dumps(
             {"results": res, "top20": top, "rand20": rand, "passages": args.passages}, indent=1))
         rows.append((cfg.sampling.strategy, cfg.seed, res))
@@ -96,7 +96,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
 
     def ms(xs):
-        return f"{100 * statistics.mean(xs):.1f} ± {100 * (statistics.stdev(xs) if len(xs) > 1 else 0):.1f}"
+        std = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        return f"{100 * statistics.mean(xs):.1f} ± {100 * std:.1f}"
 
     sets = ["heldout_top20", "heldout_rand20", "heldout_pos"]
     print("| sampling | seeds | " + " | ".join(f"{s} FP % | {s} F1" for s in sets[:2])
