@@ -283,7 +283,13 @@ def test_empty_query_false_positive_rate():
     assert m["empty_query_fp"] == 1  # the garbage and the leading-space list both read as []
     assert m["empty_query_fp_rate"] == 0.25
     assert m["malformed"] == 3
+    # the garbage and the leading-space list: no clean list, so never counted as FP
+    assert m["empty_query_malformed"] == 2 and m["empty_query_malformed_rate"] == 0.5
     assert (m["n_pred"], m["n_gold"], m["n_correct"]) == (3, 2, 1)
+    # a model that never closes a list: 0% FP, 100% malformed (plus an empty output)
+    unclosed = score_queries(['["prod", "prod', '["Mon", "Cr', ""], ["[]"] * 3)
+    assert unclosed["empty_query_fp_rate"] == 0.0
+    assert unclosed["empty_query_malformed_rate"] == 1.0
     assert score_queries(['["a"]'], ['["a"]'])["empty_query_fp_rate"] == 0.0
     assert score_queries([], [])["f1"] == 0.0
     with pytest.raises(ValueError):

@@ -33,7 +33,8 @@ F1 = {("ds_a", "none"): (0.30, 0.32), ("ds_b", "none"): (0.10, 0.14),
 
 
 def write_job(job: Path, overrides: list[str], params: dict, scores: dict | None,
-              logger: dict | None = None) -> None:
+              logger: dict | None = None, fp: dict | None = None,
+              malformed: float | None = None) -> None:
     """One job directory as Hydra and `uniner-train` leave it."""
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -51,10 +52,15 @@ def write_job(job: Path, overrides: list[str], params: dict, scores: dict | None
             "ds_missing": {"path": "${paths.data_root}/c.txt"}}},
         "logger": logger or {"csv": {"save_dir": "${hydra:runtime.output_dir}"}}}))
     if scores is not None:
-        test = {ds: {"precision": f1, "recall": f1, "f1": f1, "empty_query_fp_rate": 0.5,
+        fp = fp or dict.fromkeys(scores, 0.5)
+        test = {ds: {"precision": f1, "recall": f1, "f1": f1, "empty_query_fp_rate": fp[ds],
                      "queries": 10} for ds, f1 in scores.items()}
-        test["average"] = {"f1": sum(scores.values()) / len(scores), "empty_query_fp_rate": 0.5,
+        test["average"] = {"f1": sum(scores.values()) / len(scores),
+                           "empty_query_fp_rate": sum(fp.values()) / len(fp),
                            "datasets": len(scores)}
+        if malformed is not None:
+            for m in test.values():
+                m["empty_query_malformed_rate"] = malformed
         (job / "metrics.json").write_text(json.dumps(
             {"test": test, "missing": ["ds_missing"], "logged": {}}))
 
@@ -129,7 +135,9 @@ def test_report_on_synthetic_sweep(synthetic_sweep):
         # none: ds_a 30, 32; ds_b 10, 14; avg 20, 23
         "| none | 31.0 ± 1.4 | 12.0 ± 2.8 | — | **21.5 ± 2.1** | 2 |",
         "| uniform | 50.0 ± 0.0 | 43.0 ± 4.2 | — | **46.5 ± 2.1** | 2 |",
-        "| frequency | 58.0 ± 2.8 | 51.0 ± 1.4 | — | **54.5 ± 2.1** | 2 |"]
+        "| frequency | 58.0 ± 2.8 | 51.0 ± 1.4 | — | **54.5 ± 2.1** | 2 |",
+        "| *paper (UniNER-7B, avg of 7 zero-shot sets)* | — | — | — "
+        "| none 31.5 / uniform 47.7 / frequency 53.4 | — |"]
     assert "empty-query FP rate" in md and "(no scores): ds_missing" in md
 
     with paths["csv"].open() as f:
@@ -149,6 +157,83 @@ def test_report_on_synthetic_sweep(synthetic_sweep):
     embedded = re.search(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert embedded and base64.b64decode(embedded.group(1)) == paths["png"].read_bytes()
     assert not list(out.glob("wandb"))  # the sweep did not use W&B: no summary run
+
+
+def ablation_sweep(root: Path, fp: dict[str, tuple[float, ...]]) -> Path:
+    """A negative-sampling sweep whose runs' empty-query FP rate (both datasets) is `fp[s][i]`
+    for seed i + 1; every answer to an empty query of `none` is malformed, none of the others."""
+    root.mkdir(parents=True)
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {
+        "task": ["experiment=negative_sampling_ablation_small"]}}}))
+    params = {"sampling": "none,uniform,frequency", "seed": "1,2,3"}
+    n = 0
+    for s in SAMPLINGS:
+        for i, rate in enumerate(fp[s]):
+            write_job(root / str(n), [f"sampling={s}", f"seed={i + 1}"], params,
+                      {"ds_a": 0.1, "ds_b": 0.2}, fp={"ds_a": rate, "ds_b": rate},
+                      malformed=1.0 if s == "none" else 0.0)
+            n += 1
+    return root
+
+
+def fp_table(md: str) -> list[str]:
+    return md.split("## empty-query FP rate")[1].split("##")[0].strip().splitlines()
+
+
+def test_report_states_the_ordering_that_holds(tmp_path):
+    root = ablation_sweep(tmp_path / "s", {"none": (0.90, 0.80, 0.85),
+                                           "uniform": (0.60, 0.50, 0.55),
+                                           "frequency": (0.30, 0.20, 0.25)})
+    paths = report(compose_report([f"sweep_dir={root}"]))
+    md = paths["md"].read_text()
+    assert fp_table(md)[2:] == [
+        "| none | 85.0 ± 5.0 | 85.0 ± 5.0 | — | **85.0 ± 5.0** | 3 |",
+        "| uniform | 55.0 ± 5.0 | 55.0 ± 5.0 | — | **55.0 ± 5.0** | 3 |",
+        "| frequency | 25.0 ± 5.0 | 25.0 ± 5.0 | — | **25.0 ± 5.0** | 3 |",
+        "| *58M student from scratch, 2,000 Pile-NER passages (DESIGN.md; not in the paper)* "
+        "| — | — | — | none 92 / uniform 61 / frequency 29 | — |"]
+    assert ("Ordering of the average empty-query FP rate none > uniform > frequency: "
+            "**holds** (none 85.0 ± 5.0, uniform 55.0 ± 5.0, frequency 25.0 ± 5.0;") in md
+    assert "Rule: holds iff each gap" in md
+    malformed = md.split("## empty-query malformed")[1].split("##")[0]
+    assert "| none | 100.0 ± 0.0 |" in malformed and "| frequency | 0.0 ± 0.0 |" in malformed
+    # rerunning: the command, the W&B group it would have, each variant's config
+    assert "uniner-train -m experiment=negative_sampling_ablation_small\n" in md
+    assert "W&B group: `negative_sampling_ablation-s` (the runs did not log to W&B)" in md
+    assert "config of sampling=uniform: [3](../3/.hydra/config.yaml)" in md
+    page = paths["html"].read_text()
+    assert "<b>Ordering of the average empty-query FP rate none &gt; uniform &gt; frequency: " \
+           "holds" in page
+    assert page.count("<details>") == 3 and "ds_missing" in page
+    assert page.count("data:image/png;base64,") == 3
+    assert matplotlib.image.imread(paths["png_empty_query_fp_rate"]).ndim == 3
+
+
+@pytest.mark.parametrize("fp, why", [
+    # the CPU measurement's shape: none never closes a list, so 0% FP
+    ({"none": (0.0, 0.0, 0.0), "uniform": (0.45, 0.40, 0.44), "frequency": (0.05, 0.04, 0.06)},
+     "none - uniform = -43.0 (needs > 2.6)"),
+    # the right order, but a gap (10) within the seeds' spread (std 15)
+    ({"none": (0.90, 0.60, 0.75), "uniform": (0.60, 0.70, 0.65), "frequency": (0.2, 0.2, 0.2)},
+     "none - uniform = 10.0 (needs > 15.0)"),
+])
+def test_report_states_the_ordering_that_does_not_hold(tmp_path, fp, why):
+    root = ablation_sweep(tmp_path / "s", fp)
+    md = report(compose_report([f"sweep_dir={root}"]))["md"].read_text()
+    assert "none > uniform > frequency: **does not hold**" in md and "**holds**" not in md
+    assert why in md
+
+
+def test_ordering_verdict_needs_the_seeds_spread():
+    from uniner.evaluation.sweeps import Run
+    from uniner.evaluation.tables import NEGATIVE_SAMPLING, ordering_verdict
+
+    runs = [Run(s, {"sampling": s, "seed": 1}, {"average": {"empty_query_fp_rate": v}})
+            for s, v in zip(SAMPLINGS, (0.9, 0.6, 0.3))]
+    verdict = ordering_verdict(build_table(runs, "empty_query_fp_rate"), NEGATIVE_SAMPLING)
+    assert not verdict.holds and "fewer than 2 runs" in verdict.text
+    verdict = ordering_verdict(build_table(runs[:2], "empty_query_fp_rate"), NEGATIVE_SAMPLING)
+    assert not verdict.holds and "frequency has no runs" in verdict.text
 
 
 def test_report_infers_swept_keys_without_sweep_definition(tmp_path):

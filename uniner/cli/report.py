@@ -5,7 +5,10 @@ and one self-contained HTML page, read from its multirun directory or its W&B gr
     uniner-report sweep_dir=multirun/negative_sampling_ablation/latest  # its newest launch
 
 One row per variant (the swept values but the seed), one column per benchmark dataset plus Avg,
-each cell the mean ± sample std over the variant's runs (seeds); see `uniner.evaluation.tables`.
+each cell the mean ± sample std over the variant's runs (seeds), one table and plot per metric
+(F1, the empty-query FP rate, the empty-query malformed rate); on the negative-sampling ablation
+also the reference rows and the FP ordering in words, and how to rerun the sweep (command, W&B
+group, each variant's config); see `uniner.evaluation.tables`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,14 @@ from uniner import config
 from uniner.cli.checks import user_errors
 from uniner.cli.loggers import finish, wandb_logger
 from uniner.errors import ConfigError
-from uniner.evaluation.sweeps import Run, label, latest_sweep, load_sweep_dir, load_wandb_group
+from uniner.evaluation.sweeps import (
+    Run,
+    label,
+    latest_sweep,
+    load_sweep_dir,
+    load_wandb_group,
+    sweep_provenance,
+)
 from uniner.evaluation.tables import (
     AVG,
     Table,
@@ -28,7 +38,6 @@ from uniner.evaluation.tables import (
     header,
     mean_std,
     text_rows,
-    to_markdown,
     write_report,
 )
 
@@ -46,23 +55,31 @@ def report(cfg: DictConfig) -> dict[str, Path]:
         parent = Path(cfg.sweep_dir).resolve().parent.name
         title = f"{parent} {title}" if parent not in ("", "multirun") else title
         out = Path(cfg.out_dir or Path(cfg.sweep_dir) / "report")
+        provenance = sweep_provenance(cfg.sweep_dir, runs, list(cfg.average_over))
     else:
         runs, notes = load_wandb_group(cfg.wandb_group, cfg.wandb.project, cfg.wandb.entity), []
         source = title = str(cfg.wandb_group)
         out = Path(cfg.out_dir or Path("outputs/report") / str(cfg.wandb_group))
+        provenance = None
     if not runs:
         raise RuntimeError(f"{source}: no finished runs with test metrics")
     missing = sorted({m for r in runs for m in r.missing})
     if missing:
         notes.append(f"benchmark files not found by the runs (no scores): {', '.join(missing)}")
     tables = [build_table(runs, m, list(cfg.average_over)) for m in cfg.metrics]
+    empty = [t.metric for t in tables[1:] if not any(v for row in t.rows
+                                                      for v in row.cells.values())]
+    if empty:
+        notes.append(f"no run reports {', '.join(empty)} (runs older than the metric): "
+                     "no table")
+        tables = [t for t in tables if t.metric not in empty]
     scale, digits = float(cfg.scale), int(cfg.digits)
     paths = write_report(runs, tables, out, title=title, source=source, notes=notes,
-                         scale=scale, digits=digits)
+                         scale=scale, digits=digits, provenance=provenance)
     settings = _summary_run_settings(cfg, runs)
     if settings:
         log_to_wandb(tables[0], paths, settings, source, scale, digits)
-    print(to_markdown(tables[0], scale, digits))
+    print(paths["md"].read_text())
     log.info("report written to %s", out)
     return paths
 
@@ -92,6 +109,8 @@ def log_to_wandb(table: Table, paths: dict[str, Path], settings: dict, source: s
         run.log({"report/table": wandb.Table(columns=header(table),
                                              data=text_rows(table, scale, digits)),
                  "report/plot": wandb.Image(str(paths["png"])),
+                 **{f"report/plot_{k[4:]}": wandb.Image(str(p)) for k, p in paths.items()
+                    if k.startswith("png_")},
                  "report/page": wandb.Html(paths["html"].read_text())})
         for row in table.rows:  # the averages as summary numbers, one per variant
             mean, _ = mean_std(row.cells[AVG])

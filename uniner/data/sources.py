@@ -1,7 +1,7 @@
 """From a source config to passages: one reader per format (`readers.READERS`), weighted mixes of
 sources, and a benchmark's datasets at their train split (the `supervised` source,
-`datasets.supervised_passages`). The data module and `uniner-prepare` read through
-`load_passages`.
+`datasets.supervised_passages`), and a fixed held-out share of any of them (`holdout` + `part`).
+The data module, `uniner-prepare` and the benchmark's datasets read through `load_passages`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from uniner.errors import ConfigError
 
 # formats that combine other sources
 COMBINED = ("mix", "supervised")
+PARTS = ("train", "heldout")  # `part:` of a source with `holdout:`
 
 
 def load_passages(source: dict, report: ReadReport | None = None) -> list[Passage]:
@@ -22,8 +23,13 @@ def load_passages(source: dict, report: ReadReport | None = None) -> list[Passag
 
     Two formats combine other sources: `supervised` (a benchmark's datasets at their train split,
     `datasets.supervised_passages`) and `mix` (weighted parts, `mix_passages`).
+    Any source may add `holdout: {fraction, seed}` and `part: train|heldout` (`split_holdout`);
+    both keys are removed before its reader is called.
     """
     source = dict(source)
+    if "holdout" in source or "part" in source:
+        holdout, part = source.pop("holdout", None), source.pop("part", None)
+        return split_holdout(load_passages(source, report), holdout, part)
     fmt = source.pop("format", None)
     if fmt == "mix":
         return mix_passages(report=report, **source)
@@ -60,3 +66,34 @@ def mix_passages(parts: dict, *, seed: int = 42, report: ReadReport | None = Non
                             passages[j].text, passages[j].mentions, passages[j].negatives)
                     for j in taken]
     return out
+
+
+def holdout_indices(n: int, fraction: float, seed: int = 0) -> list[int]:
+    """Sorted indices of the held-out `round(fraction * n)` of `n` passages: the first ones of a
+    permutation seeded by `seed` alone, so every run (whatever its own seed) holds out the same
+    passages of the same source."""
+    k = int(round(fraction * n))
+    return sorted(int(i) for i in np.random.default_rng(seed).permutation(n)[:k])
+
+
+def split_holdout(passages: list[Passage], holdout, part) -> list[Passage]:
+    """The `part` (`train` or `heldout`) of `passages` under `holdout: {fraction, seed}`
+    (`holdout_indices`); both parts keep the source's order, together they are all passages.
+
+    Raises:
+        ConfigError: one key without the other, an unknown part, a fraction outside (0, 1).
+    """
+    if holdout is None or part is None:
+        raise ConfigError("a held-out split needs both `holdout: {fraction, seed}` and "
+                          f"`part: train|heldout` (got holdout={holdout!r}, part={part!r})")
+    if part not in PARTS:
+        raise ConfigError(f"part={part!r}: choose one of {', '.join(PARTS)}")
+    holdout = dict(holdout)
+    unknown = sorted(set(holdout) - {"fraction", "seed"})
+    if unknown:
+        raise ConfigError(f"holdout: unknown keys {unknown}; give fraction and seed")
+    fraction = float(holdout.get("fraction", 0.1))
+    if not 0 < fraction < 1:
+        raise ConfigError(f"holdout.fraction={fraction}: must be in (0, 1)")
+    held = set(holdout_indices(len(passages), fraction, int(holdout.get("seed", 0))))
+    return [p for i, p in enumerate(passages) if (i in held) == (part == "heldout")]

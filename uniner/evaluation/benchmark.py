@@ -18,6 +18,7 @@ from uniner.data import readers
 from uniner.data.datasets import dataset_entries, dataset_source, dataset_types
 from uniner.data.prompts import PromptStyle, UniNER
 from uniner.data.records import Passage
+from uniner.data.sources import load_passages
 from uniner.errors import MissingFileError
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def dataset_queries(ds: Mapping, max_sentences: int | None = None) -> list[Query
             out.append(Query(item["id"], name, domain, item["text"], item["type"],
                              tuple(item["gold"]), sentence=f"{name}_{sentence}"))
         return out
-    passages = readers.read_source(source)
+    passages = load_passages(source)  # a `holdout` + `part` source too
     types = dataset_types(ds, source, passages)  # of the whole dataset, also with max_sentences
     passages = passages[:max_sentences]
     if ds.get("queries", "all_types") == "file":  # only what the file itself asks

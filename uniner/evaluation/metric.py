@@ -78,6 +78,10 @@ class QueryScore:
     """Queries whose gold answer parses to `[]`."""
     empty_query_fp: int = 0
     """Empty queries whose prediction parses to a non-empty list."""
+    empty_query_malformed: int = 0
+    """Empty queries answered with no clean list: malformed (an unclosed list cut at the token
+    limit, leading junk, a JSON error) or nothing. The official parser reads these as `[]`, so
+    they are never false positives: a model that never closes its lists has an FP rate of 0."""
 
     def add(self, pred: str, gold: str) -> None:
         """Score one query."""
@@ -91,6 +95,7 @@ class QueryScore:
         if not gold_items:
             self.empty_queries += 1
             self.empty_query_fp += bool(pred_items)
+            self.empty_query_malformed += bool(bad or not str(pred).strip())
 
     def update(self, preds: Sequence[str], golds: Sequence[str]) -> QueryScore:
         """Score paired predictions and gold answers; returns self."""
@@ -122,16 +127,22 @@ class QueryScore:
     def empty_query_fp_rate(self) -> float:
         return _ratio(self.empty_query_fp, self.empty_queries)
 
+    @property
+    def empty_query_malformed_rate(self) -> float:
+        return _ratio(self.empty_query_malformed, self.empty_queries)
+
     def as_dict(self) -> dict:
         return {"precision": self.precision, "recall": self.recall, "f1": self.f1,
-                **asdict(self), "empty_query_fp_rate": self.empty_query_fp_rate}
+                **asdict(self), "empty_query_fp_rate": self.empty_query_fp_rate,
+                "empty_query_malformed_rate": self.empty_query_malformed_rate}
 
 
 def score_queries(preds: Sequence[str], golds: Sequence[str]) -> dict:
     """The official UniversalNER metric over the queries of one dataset.
 
     Returns precision, recall, f1 (micro over all queries) and the counts queries, n_pred,
-    n_gold, n_correct, malformed, empty_queries, empty_query_fp, empty_query_fp_rate.
+    n_gold, n_correct, malformed, empty_queries, empty_query_fp, empty_query_fp_rate,
+    empty_query_malformed, empty_query_malformed_rate.
     Unlike the official `zip`, predictions and gold answers must pair up exactly.
     """
     return QueryScore().update(preds, golds).as_dict()

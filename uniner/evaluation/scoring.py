@@ -56,7 +56,9 @@ class Reported:
 # results table, the logged metrics, the W&B results table and `uniner-report`'s metric names.
 REPORTED = (Reported("precision", "precision"), Reported("recall", "recall"),
             Reported("f1", "F1"),
-            Reported("empty_query_fp_rate", "empty-query FP rate", "{:.1f}%"))
+            Reported("empty_query_fp_rate", "empty-query FP rate", "{:.1f}%"),
+            # the empty queries answered with no clean list (never an FP by the official parser)
+            Reported("empty_query_malformed_rate", "empty-query malformed", "{:.1f}%"))
 LABELS = {r.key: r.label for r in REPORTED}
 
 

@@ -111,6 +111,7 @@ class Run:
     datasets: list[str] = field(default_factory=list)  # the benchmark's, in config order
     missing: list[str] = field(default_factory=list)  # benchmark files the run did not find
     wandb: dict | None = None  # project, entity, group where the run logged to W&B
+    config: Path | None = None  # the job's resolved-at-launch config (`.hydra/config.yaml`)
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -157,8 +158,43 @@ def load_sweep_dir(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
         runs.append(Run(
             name=p.name, values=values(tasks[p], keys), scores=metrics.get("test") or {},
             datasets=_dataset_names(job_cfg), missing=list(metrics.get("missing") or []),
-            wandb=_wandb_settings(job_cfg, hydra_cfgs[p], root)))
+            wandb=_wandb_settings(job_cfg, hydra_cfgs[p], root),
+            config=p / ".hydra" / "config.yaml"))
     return runs, notes
+
+
+@dataclass
+class Provenance:
+    """How to rerun and find a sweep: the launch command, the W&B group (or the one it would
+    have had, and why it has none) and, per variant, the config files of its runs."""
+
+    command: str | None
+    wandb_group: str
+    wandb_logged: bool
+    configs: dict[str, list[Path]]  # variant label -> its runs' .hydra/config.yaml
+
+
+def sweep_provenance(sweep_dir: str | Path, runs: Sequence[Run],
+                     averaged: Sequence[str] = AVERAGED) -> Provenance:
+    """The `Provenance` of a multirun directory's runs: `uniner-train -m` with the launch's
+    command-line overrides (`multirun.yaml`), the runs' W&B group (or the default name)."""
+    root = Path(sweep_dir)
+    overrides = launch_overrides(root)
+    command = "uniner-train -m " + " ".join(overrides) if overrides else None
+    logged = next((r.wandb for r in runs if r.wandb), None)
+    if logged:
+        group = str(logged["group"])
+    else:
+        first = next((p for p in sorted(root.iterdir(), key=_job_order)
+                      if (p / ".hydra" / "hydra.yaml").is_file()), None) if root.is_dir() else None
+        hydra_cfg = (_load(first / ".hydra" / "hydra.yaml").get("hydra") or {}) if first else {}
+        choices = (hydra_cfg.get("runtime") or {}).get("choices") or {}
+        group = group_name(None, choices, root.resolve())
+    configs: dict[str, list[Path]] = {}
+    for r in runs:
+        if r.config is not None:
+            configs.setdefault(label(variant(r.values, averaged)), []).append(r.config)
+    return Provenance(command, group, logged is not None, configs)
 
 
 def _load(path: Path) -> dict:
