@@ -31,7 +31,6 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from uniner.cli.checks import user_errors
 from uniner.config import CONF_DIR
@@ -40,6 +39,7 @@ from uniner.data.stats import corpus_stats, stats_markdown, type_frequency_plot
 from uniner.distill.annotate import parse_answer, to_passage
 from uniner.distill.chunking import TokenCounter, build_passages, read_documents
 from uniner.distill.teacher import Answer, AnswerCache, Teacher, cache_key
+from uniner.progress import progress, run_directory
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,14 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
 
     teacher: Teacher = instantiate(cfg.teacher, cache=cfg.cache)
     state = Counter()
-    bar = tqdm(total=len(chunks), desc="teacher", unit="passage", file=sys.stderr,
-               disable=not cfg.progress, dynamic_ncols=True)
+    bar = progress("teacher", len(chunks), "passages", enabled=cfg.progress)
 
     def on_answer(i: int, answer: Answer) -> None:
         state["cached" if answer.cached else "answered" if answer.ok else "failed"] += 1
         if not answer.ok:
             log.warning("passage %s (%s) failed after %d attempt(s): %s: %s", chunks[i].id,
                         chunks[i].source, answer.attempts, answer.error, answer.detail)
-        bar.set_postfix(state, refresh=False)
-        bar.update()
+        bar.update(1, **state)
 
     try:
         answers = teacher.annotate([c.text for c in chunks], on_answer)
@@ -179,12 +177,16 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="distill")
 def main(cfg: DictConfig) -> None:
+    out = HydraConfig.get().runtime.output_dir
+    run_directory(out)
     try:
         with user_errors("uniner-distill"):
-            acct = run(cfg)
+            try:
+                acct = run(cfg)
+            finally:
+                run_directory(out)
     except KeyboardInterrupt:
         sys.exit(130)  # the cache is complete up to here; no traceback for a Ctrl-C
-    out = HydraConfig.get().runtime.output_dir
     print(f"{acct['passages']} passages: {acct.get('annotated', 0)} annotated, "
           f"{acct.get('failed', 0)} failed; wrote {out}")
 

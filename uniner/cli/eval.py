@@ -35,6 +35,7 @@ from uniner.evaluation.scoring import (
     read_predictions,
     write_outputs,
 )
+from uniner.progress import progress, run_directory
 
 ENGINES = ("hf", "vllm")
 
@@ -61,10 +62,12 @@ def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
     model, tokenizer = load_trained(cfg.checkpoint, quant=cfg.get("quant"), device=cfg.device,
                                     dtype=cfg.dtype)
     style = trained_style(cfg.checkpoint, tokenizer, cfg.get("prompt"))  # as trained by default
-    return answer_queries(model, tokenizer, queries, max_new_tokens=cfg.max_new_tokens,
-                          batch_size=cfg.batch_size,
-                          batch_tokens=cfg.get("batch_tokens", BATCH_TOKENS),
-                          decoding=cfg.get("decoding", "greedy"), style=style)
+    with progress("answer", len(queries), "queries", enabled=cfg.get("progress", True)) as bar:
+        return answer_queries(model, tokenizer, queries, max_new_tokens=cfg.max_new_tokens,
+                              batch_size=cfg.batch_size,
+                              batch_tokens=cfg.get("batch_tokens", BATCH_TOKENS),
+                              decoding=cfg.get("decoding", "greedy"), style=style,
+                              progress=bar.update)
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -102,7 +105,11 @@ def main(cfg: DictConfig) -> float:
     out = HydraConfig.get().runtime.output_dir
     with user_errors("uniner-eval"):
         check_eval(cfg)
-        metrics = run(cfg, out)
+        run_directory(out)
+        try:
+            metrics = run(cfg, out)
+        finally:
+            run_directory(out)
     print(f"wrote predictions.jsonl, metrics.json and results.md to {out}")
     return metrics["average"]["f1"]
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from uniner.cli.checks import check_predict, user_errors
@@ -28,6 +29,7 @@ from uniner.config import CONF_DIR
 from uniner.data.readers import json_lines
 from uniner.data.records import DataError
 from uniner.errors import ConfigError, MissingFileError
+from uniner.progress import progress, run_directory
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 FILE_SUFFIXES = (".txt", *JSONL_SUFFIXES)
@@ -117,8 +119,6 @@ def run(cfg: DictConfig) -> int:
                           f"({_emptiness(cfg.input, inputs)})")
     if cfg.chunk < 1:
         raise ConfigError(f"chunk={cfg.chunk}: must be >= 1")
-    from tqdm import tqdm
-
     from uniner.inference.extractor import Extractor  # heavy: after the input is checked
 
     quant = cfg.get("quant")
@@ -130,7 +130,7 @@ def run(cfg: DictConfig) -> int:
     total = sum(len(dict.fromkeys(i.types)) for i in inputs if i.text.strip())
     out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout
     try:
-        with tqdm(total=total, unit="query", file=sys.stderr, disable=not cfg.progress) as bar:
+        with progress("predict", total, "queries", enabled=cfg.progress) as bar:
             for start in range(0, len(inputs), cfg.chunk):
                 chunk = inputs[start: start + cfg.chunk]
                 found = extractor.extract([i.text for i in chunk], [i.types for i in chunk],
@@ -150,8 +150,13 @@ def run(cfg: DictConfig) -> int:
 def main(cfg: DictConfig) -> None:
     with user_errors("uniner-predict"):
         check_predict(cfg)
+        out = HydraConfig.get().runtime.output_dir
+        if cfg.output:  # the run directory holds the log of a run that writes a file
+            run_directory(out)
         n = run(cfg)
     print(f"{n} inputs -> {cfg.output or 'stdout'}", file=sys.stderr)
+    if cfg.output:
+        run_directory(out)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from uniner.data.stats import corpus_stats, stats_markdown
 from uniner.errors import ConfigError
 from uniner.evaluation.benchmark import load_benchmark, query_item
 from uniner.model.backbone import build_tokenizer
+from uniner.progress import run_directory
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,11 @@ def main(cfg: DictConfig) -> None:
     out = HydraConfig.get().runtime.output_dir
     with user_errors("uniner-prepare"):
         check_prepare(cfg)
-        stats = run(cfg, out)
+        run_directory(out)
+        try:
+            stats = run(cfg, out)
+        finally:
+            run_directory(out)
     if cfg.mode == "benchmark":
         for name, d in stats["datasets"].items():
             print(f"{name}: {d['queries']} queries = {d['sentences']} sentences x {d['types']} "

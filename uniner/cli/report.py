@@ -40,6 +40,7 @@ from uniner.evaluation.tables import (
     text_rows,
     write_report,
 )
+from uniner.progress import run_directory
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def report(cfg: DictConfig) -> dict[str, Path]:
         provenance = None
     if not runs:
         raise RuntimeError(f"{source}: no finished runs with test metrics")
+    run_directory(out)
     missing = sorted({m for r in runs for m in r.missing})
     if missing:
         notes.append(f"benchmark files not found by the runs (no scores): {', '.join(missing)}")
@@ -81,6 +83,7 @@ def report(cfg: DictConfig) -> dict[str, Path]:
         log_to_wandb(tables[0], paths, settings, source, scale, digits)
     print(paths["md"].read_text())
     log.info("report written to %s", out)
+    run_directory(out)
     return paths
 
 

@@ -21,6 +21,7 @@ from uniner import config
 from uniner.cli.checks import check_train, user_errors
 from uniner.config import CONF_DIR
 from uniner.errors import ConfigError
+from uniner.progress import run_directory
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -57,6 +58,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from uniner.model.backbone import build_backbone
     from uniner.model.export import export
     from uniner.model.module import NERModule
+    from uniner.model.progress import progress_callbacks
 
     out = Path(HydraConfig.get().runtime.output_dir)
     test_queries, missing = load_benchmark(cfg.benchmark)
@@ -87,8 +89,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     loggers = build_loggers(cfg)
     # no held-out passages: no validation loop (rather than an empty one Lightning warns about)
     no_val = {} if datamodule.val_passages else {"limit_val_batches": 0}
+    # plain progress lines when the output is not a terminal (Lightning's bar otherwise)
+    bars = progress_callbacks(cfg.trainer.get("enable_progress_bar", True))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
-                                      callbacks=[checkpoint], **no_val)
+                                      callbacks=[checkpoint, *bars], **no_val)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         trainer.test(module, dataloaders=sorted_test_loader(module, cfg.module.
@@ -114,7 +118,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> float | None:
     with user_errors("uniner-train"):
         check_train(cfg)
-        metrics = run(cfg)
+        out = HydraConfig.get().runtime.output_dir
+        run_directory(out)
+        try:
+            metrics = run(cfg)
+        finally:
+            run_directory(out)
     return metrics.get(cfg.optimized_metric)
 
 

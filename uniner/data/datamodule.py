@@ -6,10 +6,12 @@ DataModule only wires them together and receives the tokenizer late through `con
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from functools import partial
@@ -37,6 +39,7 @@ from uniner.data.records import Passage, ReadReport
 from uniner.data.sampling import NegativeSampler
 from uniner.data.sources import load_passages
 from uniner.errors import ConfigError
+from uniner.progress import Lines, interactive
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def render_rows(passages: Sequence[Passage], queries: Sequence[Sequence[str]], *
 
 
 def _encode_batch(batch: dict, tokenizer, max_length: int | None, ignore_index: int,
-                  auto_bos: bool) -> dict:
+                  auto_bos: bool, progress=None) -> dict:
     flat = [c for conv in batch["content"] for c in conv]
     ids = token_ids(tokenizer, flat)
     bos, eos = bos_id(tokenizer) if auto_bos else None, tokenizer.eos_token_id
@@ -73,6 +76,8 @@ def _encode_batch(batch: dict, tokenizer, max_length: int | None, ignore_index: 
         out["labels"].append(enc["labels"] if enc else [])
         out["cut_turns"].append(dropped["trailing turns cut by max_length"])
         out["too_long"].append(enc is None)
+    if progress is not None:
+        progress(len(batch["content"]))
     return out
 
 
@@ -118,12 +123,21 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         cache_file = str(Path(cache_dir) / f"encoded-{key}.arrow")
-    ds = ds.map(_encode_batch, batched=True, batch_size=1000, num_proc=num_proc,
-                fn_kwargs={"tokenizer": tokenizer, "max_length": max_length,
-                           "ignore_index": ignore_index, "auto_bos": auto_bos},
-                remove_columns=["content", "masked", "eos"], cache_file_name=cache_file,
-                load_from_cache_file=cache_file is not None, new_fingerprint=key,
-                features=encoded, desc="tokenizing")
+    # datasets' own bar on a terminal; plain lines when the output is a file (one process), or
+    # one line (several: each would count its own shard)
+    lines = None if interactive() else Lines("tokenizing", len(rows["id"]), "conversations")
+    if lines is not None and (num_proc or 1) > 1:
+        print(f"tokenizing: {len(rows['id'])} conversations in {num_proc} processes",
+              file=sys.stderr, flush=True)
+    with _datasets_bars(lines is None):
+        ds = ds.map(_encode_batch, batched=True, batch_size=1000, num_proc=num_proc,
+                    fn_kwargs={"tokenizer": tokenizer, "max_length": max_length,
+                               "ignore_index": ignore_index, "auto_bos": auto_bos,
+                               "progress": lines.update if lines is not None
+                               and (num_proc or 1) == 1 else None},
+                    remove_columns=["content", "masked", "eos"], cache_file_name=cache_file,
+                    load_from_cache_file=cache_file is not None, new_fingerprint=key,
+                    features=encoded, desc="tokenizing")
     dropped = Counter()
     # summed in Arrow: iterating a column in Python costs as much as writing it
     too_long = pc.sum(ds.data.column("too_long")).as_py() or 0
@@ -135,6 +149,19 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
     if too_long:
         ds = ds.filter(lambda r: not r, input_columns="too_long")
     return ds.remove_columns(["cut_turns", "too_long"]), dropped
+
+
+@contextlib.contextmanager
+def _datasets_bars(shown: bool):
+    """datasets' progress bars on or off inside, as they were after."""
+    from datasets.utils import logging as ds_logging
+
+    before = ds_logging.is_progress_bar_enabled()
+    (ds_logging.enable_progress_bar if shown else ds_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (ds_logging.enable_progress_bar if before else ds_logging.disable_progress_bar)()
 
 
 def collate(batch: list[dict], *, pad_id: int, ignore_index: int = IGNORE_INDEX,

@@ -10,7 +10,7 @@ parser reads up to the first `]`, so nothing after it can change a score).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -65,7 +65,8 @@ def generate_answers(model, tokenizer, prompts: Sequence[list[int]], *, max_new_
 def answer_queries(model, tokenizer, queries: Sequence, *, max_new_tokens: int = 256,
                    batch_size: int = 32, prompt_cache: dict | None = None,
                    batch_tokens: int = BATCH_TOKENS, decoding: str = "greedy",
-                   style: PromptStyle | None = None) -> list[str]:
+                   style: PromptStyle | None = None,
+                   progress: Callable[[int], None] | None = None) -> list[str]:
     """Greedy answers to (text, type) queries (objects with `.text` and `.type`, such as
     `benchmark.Query`), each rendered in the prompt style the model was trained with (default
     `UniNER`) up to where the answer starts.
@@ -73,6 +74,7 @@ def answer_queries(model, tokenizer, queries: Sequence, *, max_new_tokens: int =
     Answered by `engine.Engine` with at most `batch_size` queries and `batch_tokens` KV slots a
     batch. `prompt_cache` maps (text, type) to prompt ids and is filled as queries are encoded,
     so a caller that answers the same queries again (validation each epoch) tokenizes them once.
+    `progress` is called with the number of queries answered after each batch.
     """
     cache = {} if prompt_cache is None else prompt_cache
     new = list(dict.fromkeys((q.text, q.type) for q in queries if (q.text, q.type) not in cache))
@@ -80,4 +82,4 @@ def answer_queries(model, tokenizer, queries: Sequence, *, max_new_tokens: int =
                     batch_rows=batch_size, decoding=decoding, style=style)
     cache.update(zip(new, encode_queries(new, tokenizer, engine.style)))
     return engine.answer_prompts([cache[(q.text, q.type)] for q in queries],
-                                 [q.text for q in queries])
+                                 [q.text for q in queries], progress)

@@ -91,6 +91,9 @@ class NERModule(pl.LightningModule):
         self.test_answers: list[str] = []
         self.test_evaluation: Evaluation | None = None
         self._prompts: dict[tuple[str, str], list[int]] = {}
+        # called with the number of test queries answered after each engine batch (set by the
+        # line progress bar, `uniner.model.progress`)
+        self.answer_progress: Callable[[int], None] | None = None
         self._step_start = 0.0
         # checkpoints hold only trainable weights (a frozen 7B base is rebuilt from the backbone)
         self.strict_loading = False
@@ -167,18 +170,20 @@ class NERModule(pl.LightningModule):
             results = evaluate(self.val_queries, self.answer(self.val_queries)).results
             self.log("val/f1", results["average"]["f1"], prog_bar=True, sync_dist=True)
 
-    def answer(self, queries: Sequence[Query]) -> list[str]:
-        """Greedy answers to queries (prompt ids cached per (text, type))."""
+    def answer(self, queries: Sequence[Query],
+               progress: Callable[[int], None] | None = None) -> list[str]:
+        """Greedy answers to queries (prompt ids cached per (text, type)); `progress` is called
+        with the number answered after each batch."""
         return answer_queries(self.model, self.tokenizer, queries,
                               max_new_tokens=self.max_new_tokens,
                               batch_size=self.generation_batch_size, prompt_cache=self._prompts,
-                              style=self.style)
+                              style=self.style, progress=progress)
 
     def on_test_epoch_start(self):
         self._test_answers: dict[int, str] = {}
 
     def test_step(self, batch: TestBatch, batch_idx):
-        answers = self.answer([q for _, q in batch])
+        answers = self.answer([q for _, q in batch], progress=self.answer_progress)
         self._test_answers.update((i, a) for (i, _), a in zip(batch, answers))
 
     def on_test_epoch_end(self):
