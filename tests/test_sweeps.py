@@ -209,6 +209,22 @@ def test_report_states_the_ordering_that_holds(tmp_path):
     assert matplotlib.image.imread(paths["png_empty_query_fp_rate"]).ndim == 3
 
 
+def test_report_logs_tables_and_verdict_to_wandb_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    root = ablation_sweep(tmp_path / "s", {"none": (0.9, 0.8, 0.85), "uniform": (0.6, 0.5, 0.55),
+                                           "frequency": (0.3, 0.2, 0.25)})
+    report(compose_report([f"sweep_dir={root}", "wandb.log=true"]))
+    (run_dir,) = (root / "report" / "wandb").glob("offline-run-*")
+    written = read_wandb_run(run_dir)
+    assert written["job_type"] == "report" and written["group"] == "negative_sampling_ablation-s"
+    summary = written["summary"]
+    assert summary["report/ordering_holds"] is True
+    assert summary["report/ordering"].startswith("Ordering of the average empty-query FP rate")
+    assert summary["report/sampling=none/avg_empty_query_fp_rate"] == pytest.approx(0.85)
+    assert summary["report/sampling=none/avg_empty_query_malformed_rate"] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("fp, why", [
     # the CPU measurement's shape: none never closes a list, so 0% FP
     ({"none": (0.0, 0.0, 0.0), "uniform": (0.45, 0.40, 0.44), "frequency": (0.05, 0.04, 0.06)},

@@ -35,8 +35,10 @@ from uniner.evaluation.tables import (
     AVG,
     Table,
     build_table,
+    find_ablation,
     header,
     mean_std,
+    ordering_verdict,
     text_rows,
     write_report,
 )
@@ -78,47 +80,58 @@ def report(cfg: DictConfig) -> dict[str, Path]:
     scale, digits = float(cfg.scale), int(cfg.digits)
     paths = write_report(runs, tables, out, title=title, source=source, notes=notes,
                          scale=scale, digits=digits, provenance=provenance)
-    settings = _summary_run_settings(cfg, runs)
+    settings = _summary_run_settings(cfg, runs, provenance)
     if settings:
-        log_to_wandb(tables[0], paths, settings, source, scale, digits)
+        log_to_wandb(tables, paths, settings, source, scale, digits)
     print(paths["md"].read_text())
     log.info("report written to %s", out)
     run_directory(out)
     return paths
 
 
-def _summary_run_settings(cfg: DictConfig, runs: list[Run]) -> dict | None:
-    """Where the summary run goes: the sweep's own W&B project and group (if it used W&B)."""
+def _summary_run_settings(cfg: DictConfig, runs: list[Run], provenance=None) -> dict | None:
+    """Where the summary run goes: the sweep's own W&B project and group (if it used W&B; else
+    the group its runs would have had, as the report names it)."""
     used = next((r.wandb for r in runs if r.wandb), None)
     if cfg.wandb.log in (False, "false") or (cfg.wandb.log == "auto" and used is None):
         return None
     settings = dict(used or {"project": cfg.wandb.project, "entity": cfg.wandb.entity})
     settings["group"] = (cfg.wandb.group or settings.get("group") or cfg.wandb_group
+                         or (provenance.wandb_group if provenance else None)
                          or Path(str(cfg.sweep_dir)).resolve().name)
     return settings
 
 
-def log_to_wandb(table: Table, paths: dict[str, Path], settings: dict, source: str,
+def log_to_wandb(tables: list[Table], paths: dict[str, Path], settings: dict, source: str,
                  scale: float, digits: int) -> None:
-    """The table, plot and page as a `report` run of the sweep's group."""
+    """The tables, plots and page as a `report` run of the sweep's group; on a known ablation
+    also its ordering verdict (`report/ordering`, `report/ordering_holds`)."""
     import wandb
 
     logger = wandb_logger(paths["md"].parent, project=settings.get("project") or "uniner",
                           entity=settings.get("entity"), group=settings["group"],
                           job_type="report", name=f"report-{settings['group']}",
-                          config={"source": source, "metric": table.metric})
+                          config={"source": source, "metric": tables[0].metric})
     try:
         run = logger.experiment
-        run.log({"report/table": wandb.Table(columns=header(table),
-                                             data=text_rows(table, scale, digits)),
+        run.log({**{"report/table" + ("" if i == 0 else f"_{t.metric}"): wandb.Table(
+                    columns=header(t), data=text_rows(t, scale, digits))
+                    for i, t in enumerate(tables)},
                  "report/plot": wandb.Image(str(paths["png"])),
                  **{f"report/plot_{k[4:]}": wandb.Image(str(p)) for k, p in paths.items()
                     if k.startswith("png_")},
                  "report/page": wandb.Html(paths["html"].read_text())})
-        for row in table.rows:  # the averages as summary numbers, one per variant
-            mean, _ = mean_std(row.cells[AVG])
-            if mean is not None:
-                run.summary[f"report/{label(row.values)}/avg_{table.metric}"] = mean
+        for table in tables:  # the averages as summary numbers, one per variant and metric
+            for row in table.rows:
+                mean, _ = mean_std(row.cells[AVG])
+                if mean is not None:
+                    run.summary[f"report/{label(row.values)}/avg_{table.metric}"] = mean
+        ablation = find_ablation(tables)
+        ordered = next((t for t in tables if ablation and t.metric == ablation.metric), None)
+        if ordered is not None:
+            verdict = ordering_verdict(ordered, ablation, scale, digits)
+            run.summary["report/ordering"] = verdict.text.replace("**", "")
+            run.summary["report/ordering_holds"] = verdict.holds
     finally:
         finish([logger])
 
