@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -357,10 +358,14 @@ def test_trained_checkpoint_end_to_end(tmp_path, data_root):
     assert {"test", "per_domain", "counts", "missing", "logged"} <= set(trained)
     assert (train / "predictions.jsonl").is_file() and (train / "results.md").is_file()
     out = tmp_path / "eval"
-    subprocess.run([sys.executable, "-m", "uniner.cli.eval", f"checkpoint={train / 'export'}",
-                    "benchmark=sample", "benchmark.max_sentences=2", "max_new_tokens=8",
-                    f"hydra.run.dir={out}"], cwd=tmp_path, env=env, check=True,
-                   capture_output=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "uniner.cli.eval",
+                           f"checkpoint={train / 'export'}", "benchmark=sample",
+                           "benchmark.max_sentences=2", "max_new_tokens=8",
+                           f"hydra.run.dir={out}"], cwd=tmp_path, env=env, check=True,
+                          capture_output=True, text=True, timeout=600)
+    # stderr is a pipe: the run directory at start and end, the answering as plain lines
+    assert done.stderr.splitlines().count("run directory: eval") == 2
+    assert re.search(r"^answer: (\d+)/\1 queries \(100%\) · ", done.stderr, re.M)
     metrics = json.loads((out / "metrics.json").read_text())
     rows = [json.loads(line) for line in (out / "predictions.jsonl").open()]
     assert metrics["sample"]["queries"] == len(rows) == trained["test"]["sample"]["queries"]

@@ -69,7 +69,8 @@ class LineProgressBar(ProgressBar):
     def on_test_start(self, trainer, pl_module) -> None:
         if not self.enabled:
             return
-        total = len(getattr(pl_module, "test_queries", []) or [])
+        # this rank's share of the questions (the test sampler splits them between ranks)
+        total = -(-len(getattr(pl_module, "test_queries", []) or []) // trainer.world_size)
         if total and hasattr(pl_module, "answer_progress"):
             self.test_lines = Lines("test", total, "queries", stream=self.stream)
             pl_module.answer_progress = self.test_lines.update
