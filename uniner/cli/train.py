@@ -55,6 +55,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from uniner.data.prompts import prompt_style
     from uniner.evaluation.benchmark import load_benchmark, passage_queries
     from uniner.evaluation.scoring import write_outputs
+    from uniner.inference.answers import answer_queries
     from uniner.model.backbone import build_backbone
     from uniner.model.export import export
     from uniner.model.module import NERModule
@@ -72,7 +73,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # partial: Hydra would turn a dataclass argument (the sampler) back into a config
     datamodule = instantiate(cfg.data, _partial_=True)(sampler=instantiate(cfg.sampling))
     datamodule.connect(tokenizer, style)
-    module = NERModule(model, tokenizer, instantiate(cfg.optimizer), style=style, **cfg.module)
+    module = NERModule(model, tokenizer, instantiate(cfg.optimizer), style=style,
+                       answerer=answer_queries, **cfg.module)
     datamodule.setup("fit")
     if datamodule.val_passages:
         types = datamodule.sampler.queries(datamodule.val_passages, epoch=0)

@@ -15,7 +15,6 @@ from torch.optim.lr_scheduler import LambdaLR
 from uniner.data.prompts import PromptStyle
 from uniner.evaluation.benchmark import Query
 from uniner.evaluation.scoring import Evaluation, evaluate, flat_metrics
-from uniner.inference.answers import answer_queries
 from uniner.model import kernels as kernel_lib
 
 
@@ -65,12 +64,16 @@ class NERModule(pl.LightningModule):
         chunk_tokens: positions a chunk of the `chunked` loss.
         compile: `torch.compile` for training: false, true or `layers` (each decoder layer),
             `model` (the decoder body).
+        answerer: answers val/test queries, `(model, tokenizer, queries, **options) -> answers`
+            (`uniner-train` passes `uniner.inference.answers.answer_queries`); given by the
+            caller so that the model room does not import the inference room above it.
     """
 
     def __init__(self, model, tokenizer, optimizer: Callable, *, warmup_ratio: float = 0.04,
                  max_new_tokens: int = 256, generation_batch_size: int = 32,
                  metric: str = "uniner", style: PromptStyle | None = None,
-                 kernels: str = "auto", chunk_tokens: int = 1024, compile: bool | str = False):
+                 kernels: str = "auto", chunk_tokens: int = 1024, compile: bool | str = False,
+                 answerer: Callable | None = None):
         super().__init__()
         if kernels not in kernel_lib.KINDS:
             raise ValueError(f"module.kernels={kernels!r}: choose one of "
@@ -84,7 +87,7 @@ class NERModule(pl.LightningModule):
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_factory, self.warmup_ratio = optimizer, warmup_ratio
         self.max_new_tokens, self.generation_batch_size = max_new_tokens, generation_batch_size
-        self.metric, self.style = metric, style
+        self.metric, self.style, self.answerer = metric, style, answerer
         self.val_queries: list[Query] = []
         self.test_queries: list[Query] = []
         self.test_results: dict[str, dict] = {}
@@ -174,10 +177,12 @@ class NERModule(pl.LightningModule):
                progress: Callable[[int], None] | None = None) -> list[str]:
         """Greedy answers to queries (prompt ids cached per (text, type)); `progress` is called
         with the number answered after each batch."""
-        return answer_queries(self.model, self.tokenizer, queries,
-                              max_new_tokens=self.max_new_tokens,
-                              batch_size=self.generation_batch_size, prompt_cache=self._prompts,
-                              style=self.style, progress=progress)
+        if self.answerer is None:
+            raise RuntimeError("NERModule(answerer=...) is needed to answer val/test queries")
+        return self.answerer(self.model, self.tokenizer, queries,
+                             max_new_tokens=self.max_new_tokens,
+                             batch_size=self.generation_batch_size, prompt_cache=self._prompts,
+                             style=self.style, progress=progress)
 
     def on_test_epoch_start(self):
         self._test_answers: dict[int, str] = {}
