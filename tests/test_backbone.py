@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from peft import AutoPeftModelForCausalLM, PeftModel
 from transformers import AutoModelForCausalLM
 
-from uniner.model.backbone import build_backbone, build_tokenizer, validate
+from uniner.model.args import validate
+from uniner.model.backbone import build_backbone, build_tokenizer
 from uniner.model.export import export, load_trained
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from omegaconf import MISSING
+
+# the model's own typed groups: one definition of their keys, checked here by OmegaConf
+from uniner.model.args import AdapterArgs as Adapter
+from uniner.model.args import BackboneArgs as Backbone
+from uniner.model.args import QuantArgs as Quant
+
 # closed choices (a prompt style, a sampling strategy or a dtype is checked where it is
 # registered, so that a new one needs no edit here)
 Padding = Enum("Padding", ["longest", "max_length"])
@@ -55,38 +62,6 @@ class Sampling:
     keep_source_negatives: bool = False
     redraw_each_epoch: bool = True
     seed: int = 42
-
-
-@dataclass
-class Backbone:
-    name: str = ""
-    path: str | None = None
-    tokenizer: str | None = None
-    config: Any = None
-    dtype: str = "auto"
-    attn_implementation: str = "sdpa"
-    gradient_checkpointing: bool = False
-    trust_remote_code: bool = False
-
-
-@dataclass
-class Quant:
-    name: str = "none"
-    bits: int | None = None
-    quant_type: str = "nf4"
-    double_quant: bool = True
-    compute_dtype: str = "auto"
-    threshold: float = 6.0
-
-
-@dataclass
-class Adapter:
-    name: str = "none"
-    lr: float | None = None
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: Any = None  # a list of names or "all-linear"
 
 
 @dataclass
@@ -159,9 +134,9 @@ class Train:
     paths: Paths = field(default_factory=Paths)
     data: Data = field(default_factory=Data)
     sampling: Sampling = field(default_factory=Sampling)
-    backbone: Backbone = field(default_factory=Backbone)
-    quant: Quant = field(default_factory=Quant)
-    adapter: Adapter = field(default_factory=Adapter)
+    backbone: Backbone = MISSING
+    quant: Quant = MISSING
+    adapter: Adapter = MISSING
     trainer: Trainer = field(default_factory=Trainer)
     optimizer: Optimizer = field(default_factory=Optimizer)
     module: Module = field(default_factory=Module)
@@ -180,7 +155,7 @@ class Prepare:
     paths: Paths = field(default_factory=Paths)
     data: Data = field(default_factory=Data)
     sampling: Sampling = field(default_factory=Sampling)
-    backbone: Backbone = field(default_factory=Backbone)
+    backbone: Backbone = MISSING
     benchmark: Benchmark = field(default_factory=Benchmark)
 
 

@@ -19,15 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from uniner.config import redact
 from uniner.data.prompts import PromptStyle, prompt_style
 from uniner.errors import ConfigError
-from uniner.model.backbone import (
-    DTYPE_NAMES,
-    QuantArgs,
-    ensure_pad,
-    group_args,
-    keep_4bit_layout,
-    resolve_dtype,
-    target_device,
-)
+from uniner.model.args import DTYPE_NAMES, QuantArgs, group_args
+from uniner.model.backbone import ensure_pad, keep_4bit_layout, resolve_dtype, target_device
 
 EXPORT_INFO = "uniner_export.json"
 

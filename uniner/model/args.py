@@ -1,0 +1,181 @@
+"""The typed `backbone`, `quant` and `adapter` groups and their combination, checked without
+loading anything (no torch import: the tools check a config in a second). `backbone` builds
+from them; the tools' config schemas use them as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from uniner.errors import ConfigError
+
+DTYPES = ("bf16", "fp16", "fp32")
+DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+@dataclass
+class BackboneArgs:
+    """The `backbone` group: which causal LM, in which precision."""
+
+    name: str
+    """Label for run names and logs."""
+    path: str | None = None
+    """Hub id or local directory of a pretrained causal LM; null for a random-init `config`."""
+    config: dict | None = None
+    """Model config kwargs for a random-init model (`model_type` defaults to `llama`)."""
+    tokenizer: str | None = None
+    """Tokenizer hub id or directory; null means `path`."""
+    dtype: str = "auto"
+    """auto | bf16 | fp16 | fp32; auto = bf16 on a CUDA device with bf16 support, else fp32."""
+    attn_implementation: str = "sdpa"
+    """sdpa | eager | flash_attention_2 (sdpa where flash-attn is not installed)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (non-reentrant)."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub; off unless you trust the repository."""
+
+    def __post_init__(self):
+        if (self.path is None) == (self.config is None):
+            raise ConfigError(f"backbone={self.name}: set exactly one of `path` (a pretrained "
+                              "model) and `config` (a random-init model)")
+        if self.tokenizer is None:
+            if self.path is None:
+                raise ConfigError(f"backbone={self.name}: a random-init `config` needs `tokenizer`")
+            self.tokenizer = self.path
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ConfigError(f"backbone.dtype={self.dtype!r}: choose auto, {', '.join(DTYPES)}")
+
+
+@dataclass
+class QuantArgs:
+    """The `quant` group: how bitsandbytes stores the frozen base weights."""
+
+    name: str = "none"
+    """Label (none, int8, nf4)."""
+    bits: int | None = None
+    """null (no quantization), 8 (LLM.int8) or 4 (QLoRA)."""
+    quant_type: str = "nf4"
+    """4-bit data type: nf4 | fp4."""
+    double_quant: bool = True
+    """4-bit: also quantize the quantization constants (~0.4 bit/param saved)."""
+    compute_dtype: str = "auto"
+    """4-bit matmul dtype and the dtype of the non-quantized weights; auto = `backbone.dtype`."""
+    threshold: float = 6.0
+    """8-bit: LLM.int8 outlier threshold."""
+
+    def __post_init__(self):
+        if self.bits not in (None, 4, 8):
+            raise ConfigError(f"quant={self.name}: bits={self.bits!r}, choose null, 8 or 4")
+        if self.quant_type not in ("nf4", "fp4"):
+            raise ConfigError(f"quant.quant_type={self.quant_type!r}: choose nf4 or fp4")
+        if self.compute_dtype != "auto" and self.compute_dtype not in DTYPES:
+            raise ConfigError(f"quant.compute_dtype={self.compute_dtype!r}: "
+                              f"choose auto, {', '.join(DTYPES)}")
+
+    def bnb_config(self, compute_dtype):
+        """The transformers quantization config (for `compute_dtype`, a torch dtype), None
+        without quantization."""
+        from transformers import BitsAndBytesConfig
+
+        if self.bits == 8:
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=self.threshold)
+        if self.bits == 4:
+            return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=self.quant_type,
+                                      bnb_4bit_use_double_quant=self.double_quant,
+                                      bnb_4bit_compute_dtype=compute_dtype)
+        return None
+
+
+@dataclass
+class AdapterArgs:
+    """The `adapter` group: full finetune (`none`) or LoRA."""
+
+    name: str = "none"
+    """none (every weight trains) or lora."""
+    lr: float | None = None
+    """Peak learning rate the optimizer reads as `${adapter.lr}`."""
+    r: int = 8
+    """LoRA rank."""
+    alpha: float = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: Any = field(default_factory=lambda: ["q_proj", "v_proj"])
+    """Module names to adapt, or `all-linear` (Any: OmegaConf holds no list-or-str union)."""
+
+    def __post_init__(self):
+        if self.name not in ("none", "lora"):
+            raise ConfigError(f"adapter={self.name!r}: choose none or lora")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"adapter.lr={self.lr}: must be > 0")
+        if self.r < 1 or not self.alpha > 0 or not 0 <= self.dropout < 1:
+            raise ConfigError(f"adapter: r={self.r}, alpha={self.alpha}, dropout={self.dropout}: "
+                              "need r >= 1, alpha > 0, 0 <= dropout < 1")
+        if isinstance(self.target_modules, str):
+            if self.target_modules != "all-linear":
+                raise ConfigError(f"adapter.target_modules={self.target_modules!r}: "
+                                  "a list of module names or 'all-linear'")
+        elif not self.target_modules or not all(isinstance(m, str) for m in self.target_modules):
+            raise ConfigError(f"adapter.target_modules={self.target_modules!r}: "
+                              "a non-empty list of module names or 'all-linear'")
+        else:
+            self.target_modules = list(self.target_modules)
+
+    @property
+    def lora(self) -> bool:
+        return self.name == "lora"
+
+
+def group_args(cls, group: str, cfg):
+    """A config group (DictConfig, dict or `cls`) as its typed `cls`; ValueError names `group`."""
+    if isinstance(cfg, cls):
+        return cfg
+    if isinstance(cfg, DictConfig):
+        try:
+            cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as e:
+            raise ConfigError(f"{group}: {e.msg} (set it on the command line, "
+                              f"e.g. {group}.{e.full_key.split('.')[-1]}=...)") from None
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{group}: expected a mapping, got {type(cfg).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"{group}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    try:
+        return cls(**cfg)
+    except TypeError as e:  # a missing required key
+        raise ConfigError(f"{group}: {e}") from None
+
+
+def validate(backbone, quant, adapter) -> tuple[BackboneArgs, QuantArgs, AdapterArgs]:
+    """Check the three groups and their combination without loading anything.
+
+    Args:
+        backbone: the `backbone` group (DictConfig, dict or `BackboneArgs`).
+        quant: the `quant` group.
+        adapter: the `adapter` group.
+
+    Returns:
+        The typed groups.
+
+    Raises:
+        ValueError: an unknown key, a bad value or a bad combination (a quantized base without
+            LoRA, bitsandbytes missing).
+    """
+    b = group_args(BackboneArgs, "backbone", backbone)
+    q = group_args(QuantArgs, "quant", quant)
+    a = group_args(AdapterArgs, "adapter", adapter)
+    if q.bits and not a.lora:
+        raise ConfigError(f"quant={q.name} needs adapter=lora: a quantized base is frozen and "
+                          f"cannot be fully finetuned; add adapter=lora (QLoRA) or use quant=none")
+    if q.bits and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"quant={q.name} needs bitsandbytes: pip install bitsandbytes")
+    return b, q, a
