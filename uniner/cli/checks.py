@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from uniner.cli import schemas
 from uniner.errors import ConfigError, UserError
+from uniner.progress import run_directory
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,18 @@ def user_errors(prog: str) -> Iterator[None]:
             raise
         print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
+
+
+def run_tool(prog: str, check, work, out: str):
+    """A tool's body: `check()` (a user error is one line, see `user_errors`), then `work()`
+    between the two `run directory:` lines; returns what `work` returns."""
+    with user_errors(prog):
+        check()
+        run_directory(out)
+        try:
+            return work()
+        finally:
+            run_directory(out)
 
 
 def one_line(err: BaseException) -> str:

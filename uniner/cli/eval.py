@@ -23,7 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from uniner.cli.checks import check_eval, user_errors
+from uniner.cli.checks import check_eval, run_tool
 from uniner.cli.loggers import build_loggers, finish, log_results
 from uniner.config import CONF_DIR
 from uniner.errors import ConfigError
@@ -35,7 +35,7 @@ from uniner.evaluation.scoring import (
     read_predictions,
     write_outputs,
 )
-from uniner.progress import progress, run_directory
+from uniner.progress import progress
 
 ENGINES = ("hf", "vllm")
 
@@ -103,13 +103,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> float:
     out = HydraConfig.get().runtime.output_dir
-    with user_errors("uniner-eval"):
-        check_eval(cfg)
-        run_directory(out)
-        try:
-            metrics = run(cfg, out)
-        finally:
-            run_directory(out)
+    metrics = run_tool("uniner-eval", lambda: check_eval(cfg), lambda: run(cfg, out), out)
     print(f"wrote predictions.jsonl, metrics.json and results.md to {out}")
     return metrics["average"]["f1"]
 

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from uniner.cli.checks import check_prepare, user_errors
+from uniner.cli.checks import check_prepare, run_tool
 from uniner.config import CONF_DIR  # also registers the `asset` resolver
 from uniner.data.datamodule import encode_rows, render_rows
 from uniner.data.prompts import PromptStyle, prompt_style, to_conversation_item
@@ -31,7 +31,6 @@ from uniner.data.stats import corpus_stats, stats_markdown
 from uniner.errors import ConfigError
 from uniner.evaluation.benchmark import load_benchmark, query_item
 from uniner.model.backbone import build_tokenizer
-from uniner.progress import run_directory
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +105,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
     out = HydraConfig.get().runtime.output_dir
-    with user_errors("uniner-prepare"):
-        check_prepare(cfg)
-        run_directory(out)
-        try:
-            stats = run(cfg, out)
-        finally:
-            run_directory(out)
+    stats = run_tool("uniner-prepare", lambda: check_prepare(cfg), lambda: run(cfg, out), out)
     if cfg.mode == "benchmark":
         for name, d in stats["datasets"].items():
             print(f"{name}: {d['queries']} queries = {d['sentences']} sentences x {d['types']} "

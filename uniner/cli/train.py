@@ -18,10 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from uniner import config
-from uniner.cli.checks import check_train, user_errors
+from uniner.cli.checks import check_train, run_tool
 from uniner.config import CONF_DIR
 from uniner.errors import ConfigError
-from uniner.progress import run_directory
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -118,14 +117,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors("uniner-train"):
-        check_train(cfg)
-        out = HydraConfig.get().runtime.output_dir
-        run_directory(out)
-        try:
-            metrics = run(cfg)
-        finally:
-            run_directory(out)
+    metrics = run_tool("uniner-train", lambda: check_train(cfg), lambda: run(cfg),
+                       HydraConfig.get().runtime.output_dir)
     return metrics.get(cfg.optimized_metric)
 
 
