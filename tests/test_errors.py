@@ -59,6 +59,7 @@ def model_dir(tmp_path) -> Path:
     ("trainer.max_epochs=three", "trainer.max_epochs=three: expected an integer or null"),
     ("data.batch_size=abc", "data.batch_size=abc: expected an integer"),
     ("data.padding=widest", "data.padding=widest: expected one of longest, max_length"),
+    ("module.max_new_tokens=lots", "module.max_new_tokens=lots: expected an integer >= 1 or auto"),
 ])
 def test_an_override_of_the_wrong_type_names_key_and_type(tmp_path, override, line):
     done = cli("train", *SMOKE, override, cwd=tmp_path, model=False)

@@ -29,7 +29,7 @@ from uniner.data.batching import (
     padded_cost,
     row_lengths,
 )
-from uniner.data.datamodule import NERDataModule, collate
+from uniner.data.datamodule import NERDataModule, collate, longest_label_run
 from uniner.model.backbone import build_backbone
 from uniner.model.module import NERModule
 
@@ -306,3 +306,16 @@ def test_fsdp_and_deepspeed_configs_compose():
     assert strategy._activation_checkpointing_kwargs  # the same layers are checkpointed
     ds = trainer_cfg("+trainer=deepspeed", "trainer.strategy.stage=2").strategy
     assert ds._target_.endswith("DeepSpeedStrategy") and ds.stage == 2
+
+
+def test_the_longest_label_run_is_counted_while_encoding(tokenizer):
+    """`module.max_new_tokens: auto` reads the longest run of supervised labels the data module
+    counted while encoding: on the sample, its longest answer (23 tokens) and `</s>`."""
+    assert longest_label_run([-100, 5, 6, -100, 7, 8, 9, -100]) == 3
+    assert longest_label_run([1, 2]) == 2 and longest_label_run([-100, -100]) == 0
+    assert longest_label_run([-1, 4, -1], ignore_index=-1) == 1
+    dm = datamodule(tokenizer)
+    assert dm.longest_label_run == 0
+    ds = dm.encode(dm.train_passages, 0)
+    assert "label_run" not in ds.column_names
+    assert dm.longest_label_run == 24 == max(longest_label_run(r) for r in ds["labels"])

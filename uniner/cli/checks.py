@@ -286,6 +286,14 @@ def check_train(cfg: DictConfig) -> None:
     if ckpt is not None and str(ckpt) not in LIGHTNING_CKPT:
         check_exists("ckpt_path", ckpt)
     check_kernels(cfg)
+    check_max_new_tokens(cfg.module.get("max_new_tokens"))
+
+
+def check_max_new_tokens(value) -> None:
+    """`module.max_new_tokens`: an integer >= 1, or `auto` (sized by the training answers)."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return
+    raise ConfigError(f"module.max_new_tokens={_show(value)}: expected an integer >= 1 or auto")
 
 
 def check_kernels(cfg: DictConfig) -> None:

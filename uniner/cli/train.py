@@ -43,6 +43,25 @@ def sorted_test_loader(module: NERModule, batch_size: int) -> DataLoader:
                       collate_fn=TestBatch)
 
 
+# printed after the table of the default run (the tiny student on the sample it trained on)
+LEARNED_BY_HEART = ("learned by heart on the 48 sample passages: this proves the pipeline, "
+                    "not generalisation")
+REAL_STUDENT = ("a real student: uniner-train backbone=qwen2.5-0.5b trainer=gpu data=pile_ner "
+                "data.source.path=pile_ner.json")
+
+
+def closing_lines(cfg: DictConfig, results: dict[str, dict]) -> list[str]:
+    """What follows the results table: the empty queries behind the FP rate and, when a run
+    tested on the very sample it trained on, what its score means and the command for a real
+    student."""
+    average = results.get("average", {})
+    lines = [f"empty queries: {average.get('empty_queries', 0)} of {average.get('queries', 0)} "
+             f"(the empty-query FP rate's base)"]
+    if cfg.data.get("name") == "sample" and cfg.benchmark.get("name") == "sample":
+        lines += [LEARNED_BY_HEART, REAL_STUDENT]
+    return lines
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit, test on `cfg.benchmark`, export; returns the logged metrics."""
     # the heavy imports here, so that `check_train` answers a bad config in seconds
@@ -57,7 +76,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from uniner.inference.answers import answer_queries
     from uniner.model.backbone import build_backbone
     from uniner.model.export import export
-    from uniner.model.module import NERModule
+    from uniner.model.module import AUTO_MARGIN, NERModule
     from uniner.model.progress import progress_callbacks
 
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -96,6 +115,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                       callbacks=[checkpoint, *bars], **no_val)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        if module.max_new_tokens == "auto":  # sized by the longest answer the data trained
+            if not datamodule.longest_label_run:  # a resumed run that had nothing left to fit
+                datamodule.encode(datamodule.train_passages, 0)
+            module.longest_label_run = max(module.longest_label_run,
+                                           datamodule.longest_label_run)
+            log.info("module.max_new_tokens=auto: %d (longest trained answer %d tokens + %d)",
+                     module.generation_limit(), module.longest_label_run, AUTO_MARGIN)
         trainer.test(module, dataloaders=sorted_test_loader(module, cfg.module.
                                                             generation_batch_size),
                      ckpt_path="best" if monitor else None, verbose=False)
@@ -109,7 +135,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if cfg.export:
                 export(module.model, tokenizer, out / "export", merge_lora=cfg.merge_lora,
                        resolved_config=config.redact(cfg), prompt=cfg.prompt)
-            print(evaluation.table())
+            print(evaluation.table() + "\n".join(closing_lines(cfg, evaluation.results)))
         return metrics
     finally:
         finish(loggers)

@@ -59,12 +59,22 @@ def render_rows(passages: Sequence[Passage], queries: Sequence[Sequence[str]], *
     return rows
 
 
+def longest_label_run(labels: Sequence[int], ignore_index: int = IGNORE_INDEX) -> int:
+    """The longest run of consecutive supervised (not `ignore_index`) labels: the longest reply
+    the model learns to generate, its end token included."""
+    supervised = np.asarray(labels) != ignore_index
+    if not supervised.any():
+        return 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], supervised, [False])).astype(np.int8)))
+    return int((edges[1::2] - edges[::2]).max())
+
+
 def _encode_batch(batch: dict, tokenizer, max_length: int | None, ignore_index: int,
                   auto_bos: bool, progress=None) -> dict:
     flat = [c for conv in batch["content"] for c in conv]
     ids = token_ids(tokenizer, flat)
     bos, eos = bos_id(tokenizer) if auto_bos else None, tokenizer.eos_token_id
-    out = {"input_ids": [], "labels": [], "cut_turns": [], "too_long": []}
+    out = {"input_ids": [], "labels": [], "cut_turns": [], "too_long": [], "label_run": []}
     at = 0
     for content, masked, ends in zip(batch["content"], batch["masked"], batch["eos"]):
         msgs = [Message("", c, m, e) for c, m, e in zip(content, masked, ends)]
@@ -76,6 +86,7 @@ def _encode_batch(batch: dict, tokenizer, max_length: int | None, ignore_index: 
         out["labels"].append(enc["labels"] if enc else [])
         out["cut_turns"].append(dropped["trailing turns cut by max_length"])
         out["too_long"].append(enc is None)
+        out["label_run"].append(longest_label_run(enc["labels"], ignore_index) if enc else 0)
     if progress is not None:
         progress(len(batch["content"]))
     return out
@@ -97,7 +108,8 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
                 num_proc: int | None = None, auto_bos: bool = True):
     """Tokenize rendered conversations with `datasets.map` (batched, cached on disk).
 
-    Returns the dataset (columns `input_ids`, `labels`) and the counts of what the max-length
+    Returns the dataset (columns `input_ids`, `labels`, and `label_run`: each row's longest
+    run of supervised labels, counted while encoding) and the counts of what the max-length
     policy dropped. `auto_bos` is the prompt style's (`prompts.PromptStyle`). The cache is keyed
     by the conversations, the tokenizer and the policy, so a re-run with the same inputs reads
     the ids back instead of tokenizing again. `num_proc=None` runs one process per 10,000
@@ -115,7 +127,8 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
         {"id": datasets.Value("string"), "content": strings, "masked": flags, "eos": flags}))
     encoded = datasets.Features({"id": datasets.Value("string"), "input_ids": ids,
                                  "labels": ids, "cut_turns": datasets.Value("int32"),
-                                 "too_long": datasets.Value("bool")})
+                                 "too_long": datasets.Value("bool"),
+                                 "label_run": datasets.Value("int32")})
     # our own key, also as the map's fingerprint: datasets would otherwise dill-hash the
     # tokenizer on every call (seconds for a 32k vocabulary)
     key = _fingerprint(rows, tokenizer, max_length, ignore_index, repr(encoded), auto_bos)
@@ -235,6 +248,9 @@ class NERDataModule(pl.LightningDataModule):
         self.val_passages: list[Passage] = []
         self.report = ReadReport(str(source.get("path")))
         self.dropped: Counter = Counter()
+        # the longest run of supervised labels in the rows encoded so far (answer + end token):
+        # what `module.max_new_tokens: auto` sizes generation by
+        self.longest_label_run = 0
 
     def connect(self, tokenizer, style: PromptStyle | None = None) -> None:
         """The backbone's tokenizer and the prompt style (default `UniNER`) to render with."""
@@ -264,7 +280,10 @@ class NERDataModule(pl.LightningDataModule):
             if epoch == 0 or self.sampler.redraw_each_epoch:
                 log.warning("epoch %d: %s: %d", epoch, reason, n)
         self.dropped = dropped
-        return ds
+        if len(ds):
+            self.longest_label_run = max(self.longest_label_run,
+                                         pc.max(ds.data.column("label_run")).as_py() or 0)
+        return ds.remove_columns(["label_run"])
 
     def _flash_attention(self) -> bool:
         """Whether the trained model runs flash-attention (packed rows must then be one row)."""

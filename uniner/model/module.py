@@ -17,6 +17,25 @@ from uniner.evaluation.benchmark import Query
 from uniner.evaluation.scoring import Evaluation, evaluate, flat_metrics
 from uniner.model import kernels as kernel_lib
 
+AUTO_MARGIN, AUTO_CAP = 8, 256  # `max_new_tokens: auto`: the longest trained reply + 8, <= 256
+
+
+def auto_max_new_tokens(longest_label_run: int, margin: int = AUTO_MARGIN,
+                        cap: int = AUTO_CAP) -> int:
+    """`module.max_new_tokens: auto`: the longest run of supervised labels in the training rows
+    (the longest answer and its end token) plus a margin, at most `cap` (the official limit);
+    `cap` when nothing was counted."""
+    if longest_label_run < 1:
+        return cap
+    return min(cap, longest_label_run + margin)
+
+
+def check_max_new_tokens(value) -> int | str:
+    """An integer >= 1 or `auto`, else ValueError naming `module.max_new_tokens`."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"module.max_new_tokens={value}: expected an integer >= 1 or auto")
+
 
 def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
     """Linear warmup to the peak lr, then cosine decay to 0 (the official recipe's schedule)."""
@@ -51,7 +70,11 @@ class NERModule(pl.LightningModule):
         tokenizer: its tokenizer.
         optimizer: a partial optimizer (`_partial_: true`), called with the trainable params.
         warmup_ratio: share of the optimizer steps spent warming up.
-        max_new_tokens: answer length limit at generation (256 as the official protocol).
+        max_new_tokens: answer length limit at generation (256 as the official protocol), or
+            `auto`: `auto_max_new_tokens` of the longest supervised label run in the rows the
+            data module encoded (`longest_label_run`, set by `uniner-train` before testing;
+            during fit read from the trainer's data module), so that val and test answers never
+            run past what the longest trained answer needs.
         generation_batch_size: queries per `generate` call.
         metric: the test metric, as `uniner-eval`'s: `uniner`, `strict` or `both`.
         style: the prompt style the data renders with (default `UniNER`): val and test queries
@@ -70,7 +93,7 @@ class NERModule(pl.LightningModule):
     """
 
     def __init__(self, model, tokenizer, optimizer: Callable, *, warmup_ratio: float = 0.04,
-                 max_new_tokens: int = 256, generation_batch_size: int = 32,
+                 max_new_tokens: int | str = 256, generation_batch_size: int = 32,
                  metric: str = "uniner", style: PromptStyle | None = None,
                  kernels: str = "auto", chunk_tokens: int = 1024, compile: bool | str = False,
                  answerer: Callable | None = None):
@@ -86,7 +109,9 @@ class NERModule(pl.LightningModule):
         self._loss_fn = None
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_factory, self.warmup_ratio = optimizer, warmup_ratio
-        self.max_new_tokens, self.generation_batch_size = max_new_tokens, generation_batch_size
+        self.max_new_tokens = check_max_new_tokens(max_new_tokens)
+        self.generation_batch_size = generation_batch_size
+        self.longest_label_run = 0  # for `auto`: the training rows' longest supervised run
         self.metric, self.style, self.answerer = metric, style, answerer
         self.val_queries: list[Query] = []
         self.test_queries: list[Query] = []
@@ -173,6 +198,16 @@ class NERModule(pl.LightningModule):
             results = evaluate(self.val_queries, self.answer(self.val_queries)).results
             self.log("val/f1", results["average"]["f1"], prog_bar=True, sync_dist=True)
 
+    def generation_limit(self) -> int:
+        """The tokens an answer may take: `max_new_tokens`, or for `auto` the rule of
+        `auto_max_new_tokens` on the longest label run the data module counted."""
+        if self.max_new_tokens != "auto":
+            return self.max_new_tokens
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        self.longest_label_run = max(self.longest_label_run,
+                                     getattr(datamodule, "longest_label_run", 0) or 0)
+        return auto_max_new_tokens(self.longest_label_run)
+
     def answer(self, queries: Sequence[Query],
                progress: Callable[[int], None] | None = None) -> list[str]:
         """Greedy answers to queries (prompt ids cached per (text, type)); `progress` is called
@@ -180,7 +215,7 @@ class NERModule(pl.LightningModule):
         if self.answerer is None:
             raise RuntimeError("NERModule(answerer=...) is needed to answer val/test queries")
         return self.answerer(self.model, self.tokenizer, queries,
-                             max_new_tokens=self.max_new_tokens,
+                             max_new_tokens=self.generation_limit(),
                              batch_size=self.generation_batch_size, prompt_cache=self._prompts,
                              style=self.style, progress=progress)
 
