@@ -80,15 +80,18 @@ def test_a_random_models_test_phase_is_capped_by_the_longest_answer(tmp_path):
     from transformers import AutoTokenizer
 
     run = tmp_path / "run"
-    train("experiment=overfit", "trainer.max_epochs=1", "optimizer.lr=1e-9", "logger=none",
-          "export=false", f"hydra.run.dir={run}", f"data.cache_dir={tmp_path / 'cache'}",
-          cwd=tmp_path)
+    done = train("experiment=overfit", "trainer.max_epochs=1", "optimizer.lr=1e-9",
+                 "logger=none", "export=false", f"hydra.run.dir={run}",
+                 f"data.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    logged = done.stdout + done.stderr + "".join(p.read_text() for p in run.glob("*.log"))
+    assert "module.max_new_tokens=auto: 32 (longest trained answer 24 tokens + 8)" in logged
     tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
     rows = [json.loads(line) for line in (run / "predictions.jsonl").open()]
     assert len(rows) == 248
-    lengths = [len(tok(r["output"], add_special_tokens=False).input_ids) for r in rows]
-    # re-tokenizing decoded text may merge a few pieces: 32 generated tokens, give or take
-    assert 24 <= max(lengths) <= 36, sorted(lengths)[-10:]
+    lengths = sorted(len(tok(r["output"], add_special_tokens=False).input_ids) for r in rows)
+    # decoded junk re-tokenizes into somewhat more pieces than were generated (up to ~2x here):
+    # most answers are the 32 generated tokens, none near the 256 of the official limit
+    assert lengths[len(lengths) // 2] == 32 and lengths[-1] < 100, lengths[-10:]
 
 
 def _trained_state(path: Path) -> tuple[dict, int]:
