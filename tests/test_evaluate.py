@@ -375,3 +375,21 @@ def test_trained_checkpoint_end_to_end(tmp_path, data_root):
     train_rows = {r["id"]: r["output"] for r in map(json.loads, (train / "predictions.jsonl")
                                                      .open())}
     assert {r["id"]: r["output"] for r in rows} == train_rows
+
+
+def test_the_sample_benchmark_asks_its_own_questions_and_optional_negatives():
+    """`queries: file` asks the sample's own 248 questions (none of them `[]`); `negatives: 3`
+    adds 3 frequency-drawn absent types a passage, answered `[]`, seeded and stable under
+    `max_sentences`."""
+    from uniner.config import asset
+
+    ds = {"name": "sample", "format": "pile_ner", "path": asset("sample.json"),
+          "queries": "file"}
+    own, _ = build_queries([ds])
+    assert len(own) == 248 and not any(q.gold == () for q in own)
+    with_negatives, _ = build_queries([{**ds, "negatives": 3}])
+    empty = [q for q in with_negatives if q.gold == ()]
+    assert len(with_negatives) == 392 and len(empty) == 144
+    first_two, _ = build_queries([{**ds, "negatives": 3}], max_sentences=2)
+    assert [(q.text, q.type) for q in first_two] == \
+        [(q.text, q.type) for q in with_negatives[:len(first_two)]]

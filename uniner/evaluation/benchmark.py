@@ -66,10 +66,19 @@ def dataset_queries(ds: Mapping, max_sentences: int | None = None) -> list[Query
         return out
     passages = load_passages(source)  # a `holdout` + `part` source too
     types = dataset_types(ds, source, passages)  # of the whole dataset, also with max_sentences
-    passages = passages[:max_sentences]
     if ds.get("queries", "all_types") == "file":  # only what the file itself asks
         per_passage = [p.types + [t for t in p.negatives if t not in p.types] for p in passages]
+        if ds.get("negatives"):  # and k absent types a passage, drawn as frequency sampling
+            from uniner.data.sampling import NegativeSampler
+
+            drawn = NegativeSampler(strategy="frequency", k=int(ds["negatives"]),
+                                    seed=int(ds.get("negatives_seed", 0))).draw(passages)
+            per_passage = [asked + [t for t in neg if t not in asked]
+                           for asked, neg in zip(per_passage, drawn)]
+        per_passage = per_passage[:max_sentences]
+        passages = passages[:max_sentences]
     else:
+        passages = passages[:max_sentences]
         per_passage = [types] * len(passages)
     return passage_queries(passages, per_passage, name, domain,
                            spans=source["format"] in SPAN_FORMATS)
