@@ -34,23 +34,21 @@ def train(*overrides: str, cwd: Path, env: dict | None = None) -> subprocess.Com
 @pytest.mark.slow
 def test_default_run_learns_the_sample_and_logs_to_wandb_offline(default_run):
     """No overrides but where to write: the tiny student learns the 48 sample passages (with
-    frequency negatives) and answers the sample's own 248 questions back (F1 >= 0.9); the
-    table is labelled as learned by heart and followed by the empty-query count and the command
-    for a real student; the full model is exported; with no W&B key the run is logged offline,
-    config and metrics readable from its files."""
+    frequency negatives) and answers the sample's own 248 questions and 144 absent types back
+    (F1 >= 0.9, empty-query FP rate <= 5%); the table is labelled as learned by heart and
+    followed by the empty-query count and the command for a real student; the full model is
+    exported; with no W&B key the run is logged offline, config and metrics readable."""
     run, done = default_run
     assert re.search(r"^\| dataset \| queries \| precision \| recall \| F1 ", done.stdout, re.M)
-    assert re.search(r"^\| sample \| 248 \|", done.stdout, re.M)
-    assert re.search(r"^\| \*\*average\*\* \| 248 \|", done.stdout, re.M)
+    assert re.search(r"^\| sample \| 392 \|", done.stdout, re.M)
+    assert re.search(r"^\| \*\*average\*\* \| 392 \|", done.stdout, re.M)
     metrics = json.loads((run / "metrics.json").read_text())
-    average = metrics["test"]["average"]
-    assert metrics["test"]["sample"]["queries"] == 248
-    assert average["f1"] >= 0.9, average
-    assert average["malformed"] == 0, average
+    sample = metrics["test"]["sample"]
+    assert sample["queries"] == 392 and sample["empty_queries"] == 144
+    assert sample["f1"] >= 0.9, sample
+    assert sample["empty_query_fp_rate"] <= 0.05 and sample["malformed"] == 0, sample
     lines = done.stdout.splitlines()
-    # the sample asks no `[]` question: the FP rate's base is said, not hidden behind a 0.0%
-    assert average["empty_queries"] == 0
-    assert "empty queries: 0 of 248 (the empty-query FP rate's base)" in lines
+    assert "empty queries: 144 of 392 (the empty-query FP rate's base)" in lines
     assert LEARNED_BY_HEART in lines and REAL_STUDENT in lines
     assert lines.index(LEARNED_BY_HEART) > max(i for i, x in enumerate(lines)
                                                if x.startswith("| **average**"))
@@ -65,7 +63,7 @@ def test_default_run_learns_the_sample_and_logs_to_wandb_offline(default_run):
     assert logged["config"]["module"]["max_new_tokens"] == "auto"
     assert {"train/loss", "train/lr", "train/tokens_per_s", "train/peak_rss_gib", "test/avg/f1",
             "test/sample/f1"} <= set(logged["summary"])
-    assert logged["summary"]["test/avg/f1"] == pytest.approx(average["f1"])
+    assert logged["summary"]["test/avg/f1"] == pytest.approx(sample["f1"])
 
 
 @pytest.mark.parametrize("longest, limit", [(0, 256), (1, 9), (24, 32), (248, 256), (900, 256)])
@@ -74,7 +72,7 @@ def test_auto_max_new_tokens_is_the_longest_trained_answer_plus_8_at_most_256(lo
 
 
 def test_a_random_models_test_phase_is_capped_by_the_longest_answer(tmp_path):
-    """`module.max_new_tokens: auto` on a model that learned nothing (lr 1e-9): its 248 answers
+    """`module.max_new_tokens: auto` on a model that learned nothing (lr 1e-9): its 392 answers
     stop at the sample's longest trained answer (23 tokens + end token) + 8 = 32 new tokens,
     not the official 256, so babble cannot stall the test phase. Also one run of
     `experiment=overfit`."""
@@ -88,7 +86,7 @@ def test_a_random_models_test_phase_is_capped_by_the_longest_answer(tmp_path):
     assert "module.max_new_tokens=auto: 32 (longest trained answer 24 tokens + 8)" in logged
     tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
     rows = [json.loads(line) for line in (run / "predictions.jsonl").open()]
-    assert len(rows) == 248
+    assert len(rows) == 392
     lengths = sorted(len(tok(r["output"], add_special_tokens=False).input_ids) for r in rows)
     # decoded junk re-tokenizes into somewhat more pieces than were generated (up to ~2x here):
     # most answers are the 32 generated tokens, none near the 256 of the official limit

@@ -54,9 +54,9 @@ def closing_lines(cfg: DictConfig, results: dict[str, dict]) -> list[str]:
     """What follows the results table: the empty queries behind the FP rate and, when a run
     tested on the very sample it trained on, what its score means and the command for a real
     student."""
-    average = results.get("average", {})
-    lines = [f"empty queries: {average.get('empty_queries', 0)} of {average.get('queries', 0)} "
-             f"(the empty-query FP rate's base)"]
+    datasets = [m for name, m in results.items() if name != "average"]
+    empty, queries = (sum(m.get(key, 0) for m in datasets) for key in ("empty_queries", "queries"))
+    lines = [f"empty queries: {empty} of {queries} (the empty-query FP rate's base)"]
     if cfg.data.get("name") == "sample" and cfg.benchmark.get("name") == "sample":
         lines += [LEARNED_BY_HEART, REAL_STUDENT]
     return lines
