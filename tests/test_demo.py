@@ -16,21 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from uniner.cli.demo import (
+from uniner.cli.demo import newest_export, resolve_checkpoint
+from uniner.cli.demo_page import (
     Demo,
     DemoError,
     color_map,
     dataset_presets,
     highlight_segments,
-    newest_export,
     parse_types,
     read_examples,
-    resolve_checkpoint,
     sample_examples,
-    shift_entities,
-    split_passages,
 )
 from uniner.config import ASSETS
+from uniner.inference.passages import shift_entities, split_passages
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

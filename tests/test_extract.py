@@ -22,9 +22,10 @@ from uniner.data.prompts import UniNER
 from uniner.data.records import DataError
 from uniner.evaluation.benchmark import Query
 from uniner.inference.answers import ListClosed, answer_queries, generate_answers
-from uniner.inference.engine import Engine, closing_token_ids, encode_queries, plan_batches
+from uniner.inference.engine import Engine
 from uniner.inference.extractor import Entity, ground_entities
 from uniner.inference.grammar import SpanListGrammar
+from uniner.inference.planner import closing_token_ids, encode_queries, plan_batches
 from uniner.model.backbone import build_backbone
 from uniner.model.export import export
 
@@ -123,7 +124,7 @@ def test_engine_with_one_token_prompts():
 def test_plain_forward_while_switched_is_sdpa(model_tok):
     # the engine switches the model's attention during its passes; a forward of the same model
     # from elsewhere meanwhile (a demo's other request) must still be plain attention
-    from uniner.inference.engine import ATTENTION
+    from uniner.inference.attention import ATTENTION
 
     model, tok = model_tok
     ids = torch.tensor([encode_prompt(UniNER().query(TEXTS[0], "person"), tok)] * 2)

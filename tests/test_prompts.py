@@ -17,7 +17,8 @@ from uniner.data.datamodule import NERDataModule
 from uniner.data.encoding import encode_conversations, encode_prompt
 from uniner.data.prompts import ChatTemplate, UniNER, prompt_style, to_conversation_item
 from uniner.data.records import Mention, Passage
-from uniner.inference.engine import Engine, common_prefix_length, encode_queries
+from uniner.inference.engine import Engine
+from uniner.inference.planner import common_prefix_length, encode_queries
 
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + "
           "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}"

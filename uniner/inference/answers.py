@@ -16,13 +16,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from uniner.data.prompts import PromptStyle
-from uniner.inference.engine import (
-    BATCH_TOKENS,
-    Engine,
-    closing_token_ids,
-    encode_queries,
-    left_pad,
-)
+from uniner.inference.engine import BATCH_TOKENS, Engine
+from uniner.inference.planner import closing_token_ids, encode_queries, left_pad
 
 
 class ListClosed(StoppingCriteria):

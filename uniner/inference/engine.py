@@ -1,20 +1,9 @@
 """The extraction engine: many (text, type) prompts answered at once around a KV cache.
 
-`Engine` answers prompts with greedy decoding written by hand:
-- **shared prefixes**: the queries of one text share their prompt up to the type's name (the
-  passage, the read reply, the question's head: `USER: What describes` in the `uniner` style, the
-  template's user header and `What describes` in the `chat` style); that prefix is computed once
-  per text and its cache is kept once per text: the rows attend to it in place
-  (`shared_prefix_attention`, the scores over the text's prefix and over the row's own tokens
-  softmaxed together), never copied per query; only each type's few suffix tokens are prefilled;
-- **token-budget batches** (`plan_batches`): texts sorted by length, as many queries per batch as
-  fit `batch_tokens` KV slots (each text's prefix once, suffix + new tokens per row) and
-  `batch_rows` rows; prefixes and suffixes are left-padded, positions counted over real tokens
-  only;
-- a row stops at the prompt style's stop tokens (EOS; a chat template's end of turn) or at the
-  first token holding `]` (the official parser reads up to the first `]`); a batch stops as soon
-  as every row has; finished rows leave the (small, per-row) cache once they are a quarter of it.
-Greedy answers are the same as one-query-at-a-time `model.generate` (tests/test_extract.py).
+`Engine` decodes greedily, by hand: each text's prompt prefix once (`attention`), token-budget
+batches (`planner`); a row stops at the style's stop tokens or the first token holding `]` (the
+official parser reads up to it); finished rows leave the cache, and (refill) the plan's next texts
+join the rows still decoding. Answers equal one-query `model.generate` (tests/test_extract.py);
 `decoding="constrained"` masks the logits with `grammar.SpanListGrammar`.
 """
 
@@ -27,253 +16,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import AttentionInterface
-from transformers.cache_utils import DynamicCache, DynamicLayer
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.cache_utils import DynamicCache
 
-from uniner.data.encoding import encode_prompt, encode_prompts
+from uniner.data.encoding import encode_prompt
 from uniner.data.prompts import PromptStyle, UniNER
 from uniner.errors import ConfigError
+from uniner.inference.attention import ATTENTION, SharedPrefix, buffer_cache, join_buffer_caches
 from uniner.inference.grammar import ConstrainedRow, SpanListGrammar, TokenTrie
+from uniner.inference.planner import (
+    Chunk,
+    closing_token_ids,
+    encode_queries,
+    left_pad,
+    plan_batches,
+)
 
 DECODINGS = ("greedy", "constrained")
 BATCH_TOKENS = 65536  # KV slots per batch: 32 GiB of bf16 cache for LLaMA-7B
 BATCH_ROWS = 512
 
 
-def closing_token_ids(tokenizer) -> list[int]:
-    """Ids of the tokens that contain `]` (a JSON list closes in them)."""
-    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return [i for i, tok in enumerate(vocab) if tok and "]" in tok]
-
-
-def encode_queries(queries: Sequence[tuple[str, str]], tokenizer,
-                   style: PromptStyle | None = None) -> list[list[int]]:
-    """`encoding.encode_prompts` of every (text, type) query in the prompt style the model was
-    trained with (default `UniNER`, the recipe's)."""
-    style = style or UniNER()
-    return encode_prompts([style.query(text, type_) for text, type_ in queries], tokenizer,
-                          auto_bos=style.auto_bos)
-
-
-def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest prefix all `seqs` share."""
-    first, n = seqs[0], min(len(s) for s in seqs)
-    for i in range(n):
-        if any(s[i] != first[i] for s in seqs):
-            return i
-    return n
-
-
-@dataclass
-class _Chunk:
-    """Queries of one text in one batch: their prompts share `prefix_len` leading ids."""
-
-    rows: list[int]
-    prefix_len: int
-
-
-def plan_batches(prompts: Sequence[list[int]], groups: Sequence, *, max_new_tokens: int,
-                 batch_tokens: int, batch_rows: int) -> list[list[_Chunk]]:
-    """Group queries by `groups` (their text), sort the groups by length, and fill batches up to
-    `batch_tokens` KV slots and `batch_rows` rows. A batch's KV slots: each chunk's shared prefix
-    once, and per row the widest suffix of the batch plus `max_new_tokens`. A group too big for
-    one batch is split; the pieces each compute the shared prefix once."""
-    by_group: dict = {}
-    for i, g in enumerate(groups):
-        by_group.setdefault(g, []).append(i)
-    ordered = sorted(by_group.values(), key=lambda rows: (len(prompts[rows[0]]), rows[0]))
-    batches: list[list[_Chunk]] = []
-    current: list[_Chunk] = []
-    width = n_rows = prefix_slots = 0  # the batch's widest row (suffix + new), rows, prefix slots
-
-    def cost(w: int, n: int, prefixes: int) -> int:
-        return n * w + prefixes
-
-    for rows in ordered:
-        # at least one suffix token per row, so every row has logits of its own
-        shared = min(common_prefix_length([prompts[i] for i in rows]),
-                     min(len(prompts[i]) for i in rows) - 1)
-        row_width = max(len(prompts[i]) for i in rows) - shared + max_new_tokens
-        fit = max(1, min(batch_rows, (batch_tokens - shared) // row_width))
-        for start in range(0, len(rows), fit):
-            piece = rows[start: start + fit]
-            prefix = min(common_prefix_length([prompts[i] for i in piece]),
-                         min(len(prompts[i]) for i in piece) - 1)
-            piece_width = max(len(prompts[i]) for i in piece) - prefix + max_new_tokens
-            w = max(width, piece_width)
-            if current and (cost(w, n_rows + len(piece), prefix_slots + prefix) > batch_tokens
-                            or n_rows + len(piece) > batch_rows):
-                batches.append(current)
-                current, width, n_rows, prefix_slots = [], 0, 0, 0
-                w = piece_width
-            current.append(_Chunk(piece, prefix))
-            width, n_rows, prefix_slots = w, n_rows + len(piece), prefix_slots + prefix
-    if current:
-        batches.append(current)
-    return batches
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ids and attention mask of prompts left-padded to the longest (generation appends right)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        if s:
-            ids[r, width - len(s):] = torch.as_tensor(s)
-            mask[r, width - len(s):] = 1
-    return ids, mask
-
-
-class _BufferLayer(DynamicLayer):
-    """A KV cache layer holding its keys and values in a buffer with room for the tokens still to
-    come: `update` writes in place, where `DynamicLayer` concatenates (a copy of the whole cache
-    at every token). The buffer is allocated at the first `update`."""
-
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity = capacity
-
-    def _view(self, n: int) -> None:
-        self.keys, self.values = self._keys[..., :n, :], self._values[..., :n, :]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-            shape = (*key_states.shape[:-2], self.capacity, key_states.shape[-1])
-            self._keys = key_states.new_empty(shape)
-            self._values = value_states.new_empty((*shape[:-1], value_states.shape[-1]))
-            self._view(0)
-        n, m = self.keys.shape[-2], key_states.shape[-2]
-        self._keys[..., n: n + m, :] = key_states
-        self._values[..., n: n + m, :] = value_states
-        self._view(n + m)
-        return self.keys, self.values
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep the rows `indices`: their used slots copied into a new buffer."""
-        n = self.keys.shape[-2]
-        keys = self._keys.new_empty((len(indices), *self._keys.shape[1:]))
-        values = self._values.new_empty((len(indices), *self._values.shape[1:]))
-        keys[..., :n, :], values[..., :n, :] = self.keys[indices], self.values[indices]
-        self._keys, self._values = keys, values
-        self._view(n)
-
-
-def _buffer_cache(n_layers: int, capacity: int) -> DynamicCache:
-    cache = DynamicCache()
-    cache.layers = [_BufferLayer(capacity) for _ in range(n_layers)]
-    return cache
-
-
-@dataclass
-class SharedPrefix:
-    """The prefixes of a batch's chunks, kept once per chunk, and where each row finds its own.
-
-    `keys[l]`, `values[l]`: layer l's prefix cache, (chunks, kv heads, prefix width, head dim),
-    left-padded; `mask`: (chunks, prefix width), True on real tokens; `row_chunk`: (rows,) the
-    chunk of each row; `slot`: (rows,) each row's place in a chunk-major layout of `chunks x
-    width` slots (its chunk x width + its rank in the chunk), where a chunk's rows are gathered to
-    attend to its prefix as one matrix product."""
-
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
-    mask: torch.Tensor
-    row_chunk: torch.Tensor
-    slot: torch.Tensor
-    width: int
-
-    @classmethod
-    def build(cls, keys: list[torch.Tensor], values: list[torch.Tensor], mask: torch.Tensor,
-              chunks: Sequence[int]) -> SharedPrefix:
-        """From the prefix caches and each row's chunk (`chunks`, a list: no device sync)."""
-        rank, count = [], [0] * mask.shape[0]
-        for k in chunks:
-            rank.append(count[k])
-            count[k] += 1
-        width = max(count) if count else 1
-        device = mask.device
-        return cls(keys, values, mask.bool(), torch.tensor(list(chunks), device=device),
-                   torch.tensor([k * width + r for k, r in zip(chunks, rank)], device=device),
-                   width)
-
-    def select(self, index: torch.Tensor) -> None:
-        """Keep only the rows `index` (the prefixes stay; their slots of dropped rows idle)."""
-        self.row_chunk, self.slot = self.row_chunk[index], self.slot[index]
-
-
-def _left_pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
-    """Zeros before dim -2 up to `width` (finite: masked keys still enter the products)."""
-    return torch.nn.functional.pad(x, (0, 0, width - x.shape[-2], 0))
-
-
-def _to_chunks(x: torch.Tensor, prefix: SharedPrefix) -> torch.Tensor:
-    """(rows, kv heads, n, d) -> (chunks, kv heads, width x n, d): each chunk's rows side by side
-    (empty slots zero)."""
-    rows, heads, n, d = x.shape
-    chunks = prefix.mask.shape[0]
-    out = x.new_zeros((chunks * prefix.width, heads, n, d))
-    out[prefix.slot] = x
-    return out.view(chunks, prefix.width, heads, n, d).transpose(1, 2).reshape(
-        chunks, heads, prefix.width * n, d)
-
-
-def _from_chunks(x: torch.Tensor, prefix: SharedPrefix) -> torch.Tensor:
-    """The inverse of `_to_chunks`: (chunks, kv heads, width x n, d) -> (rows, kv heads, n, d)."""
-    chunks, heads, wn, d = x.shape
-    n = wn // prefix.width
-    return x.view(chunks, heads, prefix.width, n, d).transpose(1, 2).reshape(
-        chunks * prefix.width, heads, n, d)[prefix.slot]
-
-
-def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None,
-                            dropout: float = 0.0, shared_prefix: SharedPrefix | None = None,
-                            **kwargs):
-    """Attention of each row over its chunk's shared prefix (read in place, once per chunk) and
-    over its own tokens, softmaxed together (an `AttentionInterface` function).
-
-    query (rows, heads, T, d); key, value (rows, kv heads, S, d): the rows' own tokens;
-    attention_mask (rows, 1, T, S) bool, True where a query may attend. Scores and softmax in
-    fp32, the products in the model's dtype. Returns (rows, T, heads, d). No sliding window (a
-    prompt is far shorter than any window) and no softcapping or sinks."""
-    if shared_prefix is None:  # a forward outside the engine's passes (another thread's)
-        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask,
-                                               scaling=scaling, dropout=dropout, **kwargs)
-    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
-        raise NotImplementedError("shared_prefix_attention: no logit softcapping or attention "
-                                  "sinks (LLaMA-family models only)")
-    prefix = shared_prefix
-    rows, heads, t, d = query.shape
-    kv_heads, s = key.shape[1], key.shape[2]
-    group = heads // kv_heads
-    scaling = d ** -0.5 if scaling is None else scaling
-    # GQA: a kv head's query heads fold into the query length, (rows, kv heads, group x T, d)
-    q = query.reshape(rows, kv_heads, group * t, d)
-    own = torch.matmul(q, key.transpose(-1, -2)).float() * scaling
-    own = own.view(rows, kv_heads, group, t, s).masked_fill(
-        ~attention_mask[:, :, None], -math.inf).view(rows, kv_heads, group * t, s)
-    if not prefix.keys:  # one-token prompts only: nothing shared
-        out = torch.matmul(torch.softmax(own, dim=-1).to(value.dtype), value)
-    else:
-        pk, pv = prefix.keys[module.layer_idx], prefix.values[module.layer_idx]
-        width = pk.shape[2]
-        shared = torch.matmul(_to_chunks(q, prefix), pk.transpose(-1, -2)).float() * scaling
-        shared = _from_chunks(shared, prefix).masked_fill(
-            ~prefix.mask[prefix.row_chunk][:, None, None, :], -math.inf)
-        weights = torch.softmax(torch.cat([shared, own], dim=-1), dim=-1).to(value.dtype)
-        w_shared, w_own = weights.split([width, s], dim=-1)
-        out = _from_chunks(torch.matmul(_to_chunks(w_shared, prefix), pv), prefix).float() \
-            + torch.matmul(w_own, value).float()
-    out = out.to(query.dtype).view(rows, kv_heads, group, t, d).reshape(rows, heads, t, d)
-    return out.transpose(1, 2).contiguous(), None
-
-
 @dataclass
 class _Active:
-    """Rows decoding together: their last logits, own-token cache (`_BufferLayer`s), shared
-    prefixes, own-token mask (rows, width), next positions, query ids and prefix chunks."""
+    """Rows decoding together: their last logits, own-token cache (`attention.BufferLayer`s),
+    shared prefixes, own-token mask (rows, width), next positions, query ids and prefix chunks."""
 
     logits: torch.Tensor
     cache: DynamicCache
@@ -282,12 +48,6 @@ class _Active:
     position: torch.Tensor
     queries: list[int]
     chunks: list[int]
-
-
-ATTENTION = "uniner_shared_prefix"
-AttentionInterface.register(ATTENTION, shared_prefix_attention)
-# a plain forward while the engine has the model switched builds SDPA's mask and runs SDPA
-AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
 STATS = ("batches", "refills", "prefix_tokens", "prefix_slots", "suffix_tokens", "suffix_slots",
@@ -449,7 +209,7 @@ class Engine:
         return ([torch.cat(ks)[inverse] for ks in keys], [torch.cat(vs)[inverse] for vs in values],
                 mask)
 
-    def _prefill(self, batch: list[_Chunk], prompts: Sequence[list[int]]) -> _Active:
+    def _prefill(self, batch: list[Chunk], prompts: Sequence[list[int]]) -> _Active:
         """Each chunk's shared prefix once (kept once per chunk), then every row's own suffix
         attending to its chunk's prefix in place: the rows ready for their first token."""
         device = self._device()
@@ -469,7 +229,7 @@ class Engine:
         mask4 = (smask.bool()[:, None, None, :] & causal) \
             | torch.eye(width, dtype=torch.bool, device=device)
         logits, cache = self._forward(ids, mask4, positions,
-                                      _buffer_cache(self._n_layers, capacity), prefix)
+                                      buffer_cache(self._n_layers, capacity), prefix)
         st = self.stats
         st["batches"] += 1
         st["prefix_tokens"] += sum(map(len, prefixes))
@@ -479,7 +239,7 @@ class Engine:
                        [i for c in batch for i in c.rows], chunks)
 
     def _take(self, queue: deque, prompts, active: _Active | None,
-              live: int) -> list[_Chunk]:
+              live: int) -> list[Chunk]:
         """The next chunks of the plan that fit beside the `live` rows of `active`: `batch_rows`
         rows and `batch_tokens` KV slots (each prefix once; every row as wide as the widest).
         None unless they are at least a quarter of `batch_rows` or the rest of the plan: a
@@ -487,7 +247,7 @@ class Engine:
         rows = live
         width = active.mask.shape[1] if active else 0
         prefix_slots = active.prefix.mask.numel() if active else 0
-        taken: list[_Chunk] = []
+        taken: list[Chunk] = []
         n_taken = 0
         for chunk in queue:
             w = max(width, max(len(prompts[i]) for i in chunk.rows) - chunk.prefix_len)
@@ -517,60 +277,20 @@ class Engine:
         wb = b.mask.shape[1]
         width = max(wa, wb)
         ra, rows = len(a.queries), len(a.queries) + len(b.queries)
-        cache = _buffer_cache(self._n_layers, width + self.max_new_tokens)
-        for layer, la, lb in zip(cache.layers, a.cache.layers, b.cache.layers):
-            layer.lazy_initialization(la.keys, la.values)
-            shape = (rows, la.keys.shape[1], layer.capacity, la.keys.shape[-1])
-            layer._keys, layer._values = la.keys.new_zeros(shape), la.values.new_zeros(shape)
-            for buf, x, y in ((layer._keys, la.keys, lb.keys),
-                              (layer._values, la.values, lb.values)):
-                buf[:ra, :, width - wa: width] = x[:, :, start:]
-                buf[ra:, :, width - wb: width] = y
-            layer._view(width)
+        cache = join_buffer_caches(a.cache, b.cache, start, width,
+                                   width + self.max_new_tokens)
         mask = torch.zeros((rows, width), dtype=torch.bool, device=a.mask.device)
         mask[:ra, width - wa:] = a.mask[:, start:]
         mask[ra:, width - wb:] = b.mask
         # prefixes: the chunks a's rows still use, then b's
         used = sorted(set(a.chunks))
         renumber = {k: n for n, k in enumerate(used)}
-        pa, pb = a.prefix, b.prefix
-        if pa.keys and pb.keys:
-            pw = max(pa.mask.shape[1], pb.mask.shape[1])
-            index = torch.tensor(used, device=pa.mask.device)
-            keys = [torch.cat([_left_pad_to(x[index], pw), _left_pad_to(y, pw)])
-                    for x, y in zip(pa.keys, pb.keys)]
-            values = [torch.cat([_left_pad_to(x[index], pw), _left_pad_to(y, pw)])
-                      for x, y in zip(pa.values, pb.values)]
-            pmask = torch.cat([torch.nn.functional.pad(pa.mask[index], (pw - pa.mask.shape[1], 0)),
-                               torch.nn.functional.pad(pb.mask, (pw - pb.mask.shape[1], 0))])
-        else:  # an empty prefix on one side (one-token prompts): rare, pad the other
-            index = torch.tensor(used, device=pa.mask.device)
-            src = pa.keys or pb.keys
-            pw = src[0].shape[2] if src else 0
-
-            def side(p: SharedPrefix, n: int, sel=None):
-                if p.keys:
-                    return ([x if sel is None else x[sel] for x in p.keys],
-                            [x if sel is None else x[sel] for x in p.values])
-                z = [x.new_zeros((n, *x.shape[1:])) for x in src]
-                return z, z
-
-            ka, va = side(pa, len(used), index)
-            kb, vb = side(pb, pb.mask.shape[0])
-            keys = [torch.cat([x, y]) for x, y in zip(ka, kb)]
-            values = [torch.cat([x, y]) for x, y in zip(va, vb)]
-            pmask = torch.zeros((len(used) + pb.mask.shape[0], pw), dtype=torch.bool,
-                                device=pa.mask.device)
-            if pa.keys:
-                pmask[: len(used)] = pa.mask[index]
-            if pb.keys:
-                pmask[len(used):] = pb.mask
         chunks = [renumber[k] for k in a.chunks] + [len(used) + k for k in b.chunks]
         return _Active(torch.cat([a.logits, b.logits]), cache,
-                       SharedPrefix.build(keys, values, pmask, chunks), mask,
+                       SharedPrefix.join(a.prefix, b.prefix, used, chunks), mask,
                        torch.cat([a.position, b.position]), a.queries + b.queries, chunks)
 
-    def _decode(self, plan: list[list[_Chunk]], prompts, texts, answers: list[str],
+    def _decode(self, plan: list[list[Chunk]], prompts, texts, answers: list[str],
                 progress: Callable[[int], None] | None) -> None:
         """Greedy decoding of the plan's queries. Finished rows leave the batch once they are a
         quarter of it; with refill, when a quarter of `batch_rows` is free, the plan's next

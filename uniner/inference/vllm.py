@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from uniner.errors import ConfigError
-from uniner.inference.engine import encode_queries
+from uniner.inference.planner import encode_queries
 
 
 def vllm_answers(checkpoint: str | Path, queries: Sequence[tuple[str, str]], *,
