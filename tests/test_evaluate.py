@@ -393,3 +393,13 @@ def test_the_sample_benchmark_asks_its_own_questions_and_optional_negatives():
     first_two, _ = build_queries([{**ds, "negatives": 3}], max_sentences=2)
     assert [(q.text, q.type) for q in first_two] == \
         [(q.text, q.type) for q in with_negatives[:len(first_two)]]
+
+
+def test_metric_both_says_why_there_is_no_strict_column():
+    from uniner.evaluation.benchmark import Query
+    from uniner.evaluation.scoring import evaluate
+
+    q = Query("q0", "sample", "general", "Ada met Bob.", "person", ("Ada", "Bob"))
+    both = evaluate([q], ['["Ada"]'], metric="both").table()
+    assert "strict metric: n/a" in both
+    assert "strict metric" not in evaluate([q], ['["Ada"]']).table()

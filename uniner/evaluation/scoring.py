@@ -83,7 +83,13 @@ class Evaluation:
                 "missing": list(self.missing)}
 
     def table(self) -> str:
-        return results_table(self.results, self.missing)
+        table = results_table(self.results, self.missing)
+        if self.metric == "both" and not any(isinstance(m.get("strict"), dict)
+                                             for m in self.results.values()):
+            # say why the strict column the user asked for is not there
+            table += ("strict metric: n/a, no dataset here has gold character spans (only the "
+                      "bio and instructuie formats do)\n")
+        return table
 
 
 def results_table(results: dict[str, dict], missing: list[str] | tuple = ()) -> str:
