@@ -214,7 +214,8 @@ def compose_train(*overrides: str):
 
 @pytest.mark.parametrize("trainer", ["gpu", "ddp", "fsdp", "deepspeed"])
 def test_gpu_trainers_pack_pad_to_64_and_allow_tf32(trainer):
-    cfg = compose_train(f"trainer={trainer}")
+    # a real backbone: `backbone=tiny` (the default) brings its own epochs (conf/recipe/tiny.yaml)
+    cfg = compose_train(f"trainer={trainer}", "backbone=llama-7b")
     assert (cfg.data.packing, cfg.data.pad_to_multiple_of) == (True, 64)
     assert cfg.float32_matmul_precision == "high"
     assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
