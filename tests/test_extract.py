@@ -465,3 +465,21 @@ def test_engine_equals_one_query_generate_in_bf16(memorised):
         assert {len(a) for a in got} >= {2, len('["London"]')}  # answers of different lengths
     finally:
         model.float()
+
+
+def test_shared_prefix_attention_refuses_softcapping():
+    """A model with logit softcapping would be answered wrongly by the in-place prefix attention:
+    a one-line config error instead."""
+    from uniner.errors import ConfigError
+    from uniner.inference.attention import shared_prefix_attention
+
+    q = torch.zeros(1, 2, 1, 4)
+    with pytest.raises(ConfigError, match="softcapping"):
+        shared_prefix_attention(None, q, q, q, None, shared_prefix=object(), softcap=30.0)
+
+
+def test_a_prompt_style_must_write_its_segments():
+    from uniner.data.prompts import PromptStyle
+
+    with pytest.raises(TypeError, match="segments"):
+        PromptStyle()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ class Message:
     eos: bool = False
 
 
-class PromptStyle:
+class PromptStyle(ABC):
     """The turns every style asks; subclasses render them as segments (`segments`).
 
     `auto_bos`: the encoder puts the tokenizer's BOS first where it uses one (False: the style's
@@ -46,7 +47,7 @@ class PromptStyle:
     auto_bos = True
 
     def __init__(self, tokenizer=None):
-        pass
+        self.tokenizer = tokenizer  # what a template style renders with; `UniNER` needs none
 
     @staticmethod
     def question(type_: str) -> str:
@@ -56,11 +57,11 @@ class PromptStyle:
     def answer(items: Iterable[str]) -> str:
         return json.dumps(list(items), ensure_ascii=False)
 
+    @abstractmethod
     def segments(self, text: str, qa: list[tuple[str, str | None]],
                  train_on_read_reply: bool = True) -> list[Message]:
         """The conversation as segments: the passage prompt, the read reply, then a question
         and its answer per (type, answer). A `None` answer leaves it open for generation."""
-        raise NotImplementedError
 
     def conversation(self, passage: Passage, types: Iterable[str],
                      train_on_read_reply: bool = True) -> list[Message]:

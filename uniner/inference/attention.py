@@ -17,6 +17,8 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from uniner.errors import ConfigError
+
 
 class BufferLayer(DynamicLayer):
     """A KV cache layer holding its keys and values in a buffer with room for the tokens still to
@@ -190,8 +192,10 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
         return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask,
                                                scaling=scaling, dropout=dropout, **kwargs)
     if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
-        raise NotImplementedError("shared_prefix_attention: no logit softcapping or attention "
-                                  "sinks (LLaMA-family models only)")
+        # answering with the plain attention here would silently ignore them: wrong answers
+        raise ConfigError("the extraction engine attends over shared prefixes without logit "
+                          "softcapping or attention sinks, which this model uses; answer it "
+                          "with engine=vllm (uniner-eval) or a LLaMA/Mistral/Qwen2 backbone")
     prefix = shared_prefix
     rows, heads, t, d = query.shape
     kv_heads, s = key.shape[1], key.shape[2]
