@@ -2,6 +2,7 @@ from collections import Counter
 
 import pytest
 import torch
+from tiny import labelled_runs
 from transformers import AutoTokenizer
 
 from uniner.data.datamodule import collate, encode_rows, render_rows
@@ -17,20 +18,6 @@ PASSAGE = Passage("p", "Ada Lovelace met Charles Babbage in London.", [
 @pytest.fixture(scope="module")
 def tok(data_root):
     return AutoTokenizer.from_pretrained(data_root / "tokenizer_sp32k")
-
-
-def labelled_text(tok, enc, ignore_index=-100):
-    """The text of every maximal run of supervised tokens."""
-    runs, cur = [], []
-    for i, lab in zip(enc["input_ids"], enc["labels"]):
-        if lab == ignore_index:
-            if cur:
-                runs.append(tok.decode(cur))
-            cur = []
-        else:
-            assert lab == i
-            cur.append(i)
-    return runs + ([tok.decode(cur)] if cur else [])
 
 
 def test_rendered_text_is_the_template():
@@ -60,7 +47,7 @@ def test_exact_masks(tok, ignore_index, train_on_read_reply):
         + [ig] * len(seg[4]) + seg[5] + [eos]
     assert enc["input_ids"] == expected_ids
     assert enc["labels"] == expected_labels
-    runs = labelled_text(tok, enc, ignore_index)
+    runs = labelled_runs(tok, enc["input_ids"], enc["labels"], ignore_index)
     want = ['["Ada Lovelace", "Charles Babbage"]</s>', "[]</s>"]
     assert runs == (["I've read this text.</s>"] + want if train_on_read_reply else want)
 

@@ -7,6 +7,7 @@ from functools import partial
 
 import pytest
 import torch
+from tiny import ARCHS
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from uniner.config import asset
@@ -20,11 +21,6 @@ SAMPLE = {"format": "pile_ner", "path": asset("sample.json")}
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 4096,
         "max_position_embeddings": 1024}
-ARCHS = {"llama": {"model_type": "llama", "tie_word_embeddings": False},
-         "mistral": {"model_type": "mistral", "sliding_window": None,
-                     "tie_word_embeddings": False},
-         "qwen2": {"model_type": "qwen2", "use_sliding_window": False,
-                   "tie_word_embeddings": True}}  # Qwen2.5-0.5B/1.5B tie their embeddings
 ADAPTERS = {"none": {"name": "none"},
             "lora": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.05,
                      "target_modules": ["q_proj", "v_proj"]}}
@@ -94,17 +90,22 @@ def test_chunked_loss_and_gradients_equal_plain(conversations, arch, adapter):
                                        msg=f"{layout}: {name}")
 
 
+def assert_chunked_equals_plain(model, batch) -> None:
+    """The chunked loss and its gradients equal the model's own loss (fp32)."""
+    ref_loss, ref_grads = loss_and_grads(model, partial(plain, model), batch)
+    loss, grads = loss_and_grads(model, partial(kernels.chunked_loss, model), batch)
+    assert abs(loss - ref_loss) / ref_loss < 1e-5
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_chunked_loss_equals_plain_under_qlora(conversations):
     """QLoRA: a 4-bit (nf4) base on bitsandbytes' CPU path, LoRA on top."""
     rows, pad_id = conversations
     model, _ = student("llama", "lora", {"name": "nf4", "bits": 4, "quant_type": "nf4"},
                        gradient_checkpointing=True)
     batch = layouts(rows, pad_id)["packed"]
-    ref_loss, ref_grads = loss_and_grads(model, partial(plain, model), batch)
-    loss, grads = loss_and_grads(model, partial(kernels.chunked_loss, model), batch)
-    assert abs(loss - ref_loss) / ref_loss < 1e-5
-    for name, grad in ref_grads.items():
-        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_chunked_equals_plain(model, batch)
 
 
 class LargestLogits(TorchDispatchMode):
@@ -155,11 +156,7 @@ def test_chunked_loss_with_gradient_checkpointing_and_without_labels(conversatio
     rows, pad_id = conversations
     model, _ = student("qwen2", "lora", gradient_checkpointing=True)
     batch = layouts(rows, pad_id)["packed"]
-    ref_loss, ref_grads = loss_and_grads(model, partial(plain, model), batch)
-    loss, grads = loss_and_grads(model, partial(kernels.chunked_loss, model), batch)
-    assert abs(loss - ref_loss) / ref_loss < 1e-5
-    for name, grad in ref_grads.items():
-        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_chunked_equals_plain(model, batch)
     silent = {**batch, "labels": torch.full_like(batch["labels"], -100)}
     empty = kernels.chunked_loss(model, silent)
     assert empty.item() == 0.0

@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
+from tiny import labelled_runs
 from transformers import AutoTokenizer
 
 from uniner.config import CONF_DIR, asset
@@ -52,20 +53,6 @@ def messages(text: str, qa: list[tuple[str, str]]) -> list[dict]:
         out += [{"role": "user", "content": style.question(type_)},
                 {"role": "assistant", "content": answer}]
     return out
-
-
-def labelled_runs(tok, ids, labels) -> list[str]:
-    """The text of every maximal run of supervised tokens (specials kept)."""
-    runs, cur = [], []
-    for i, lab in zip(ids, labels):
-        if lab == -100:
-            if cur:
-                runs.append(tok.decode(cur))
-            cur = []
-        else:
-            assert lab == i
-            cur.append(i)
-    return runs + ([tok.decode(cur)] if cur else [])
 
 
 @pytest.mark.parametrize("train_on_read_reply", [True, False])

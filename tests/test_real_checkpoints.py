@@ -16,6 +16,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
+from tiny import ARCHS
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -33,11 +34,6 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "intermediate_size": 256, "vocab_size": 4096,
         "max_position_embeddings": 512}
-ARCHS = {"llama": {"model_type": "llama", "tie_word_embeddings": False},
-         "mistral": {"model_type": "mistral", "sliding_window": None,
-                     "tie_word_embeddings": False},
-         "qwen2": {"model_type": "qwen2", "use_sliding_window": False,
-                   "tie_word_embeddings": True}}  # Qwen2.5-0.5B/1.5B tie their embeddings
 # every combination the project allows (a quantized base needs LoRA)
 TRAINABLE = [("none", "none"), ("none", "lora"), ("int8", "lora"), ("nf4", "lora")]
 STEPS = 2
