@@ -18,7 +18,7 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory):
     """`uniner-train` with no overrides but where to write, once a session (the tiny student
-    learns the 48 sample passages by heart: ~4 min on 2 idle cores, 10+ under load): the run
+    learns the 48 sample passages by heart: ~2 min on 2 idle cores, more under load): the run
     directory and the finished process. W&B logs offline (no key). The demo's browser test
     serves its export."""
     import shutil

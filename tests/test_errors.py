@@ -124,6 +124,33 @@ def test_some_missing_datasets_are_listed_not_an_error(tmp_path, data_root):
         checks.check_benchmark(cfg.benchmark, cfg.paths.data_root)
 
 
+@pytest.mark.parametrize("tool, override, line", [
+    ("train", "data=nope", "data=nope: no such option; choose one of bio, instructuie, pile_ner, "
+                           "pile_ner_bio_split, sample, supervised"),
+    ("train", "trainer.max_epoch=3", "trainer.max_epoch: no such key in the config (a new key is "
+                                     "added with +trainer.max_epoch=...)"),
+    ("train", "data.batch_size=[8", "data.batch_size=[8: no viable alternative at input '[8' "
+                                    "(the override grammar: key=value, group=option, "
+                                    "+new_key=value)"),
+    ("eval", "data=sample", "data: not a config group of this tool (to add it: +data=sample)"),
+    ("predict", "types", "types: missing EQUAL at '<EOF>' (the override grammar: key=value, "
+                         "group=option, +new_key=value)"),
+])
+def test_a_command_line_hydra_cannot_compose_is_one_line(tmp_path, tool, override, line):
+    """Hydra's own composition errors: one line naming the override, exit 2, no model loaded
+    (the shared `_base` of a group is not offered as an option)."""
+    done = cli(tool, override, cwd=tmp_path, model=tool != "train") if tool != "train" \
+        else cli(tool, *SMOKE, override, cwd=tmp_path, model=False)
+    assert_one_line(done, f"uniner-{tool}: error: {line}")
+    assert "HYDRA_FULL_ERROR" not in done.stderr
+
+
+def test_hydra_full_error_shows_a_composition_errors_traceback(tmp_path):
+    done = cli("train", *SMOKE, "data=nope", cwd=tmp_path, model=False, HYDRA_FULL_ERROR="1")
+    assert done.returncode != 0 and "Traceback" in done.stderr
+    assert "MissingConfigException" in done.stderr
+
+
 def test_hydra_full_error_shows_the_traceback(tmp_path):
     done = cli("train", *SMOKE, "data.batch_size=abc", cwd=tmp_path, model=False,
                HYDRA_FULL_ERROR="1")

@@ -1,5 +1,5 @@
 """The errors a user can fix: the command-line tools say them in one line, without a traceback
-(`uniner.cli.checks.user_errors`); any other exception is a bug and keeps its traceback."""
+(`uniner.cli.entry`); any other exception is a bug and keeps its traceback."""
 
 
 class UserError(Exception):

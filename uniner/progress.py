@@ -58,15 +58,17 @@ class Lines:
 
     A line when another `every` percent is done, at least every `every_seconds`, and at the end.
     `update(n, **extra)` adds n done and shows `extra` (`loss=0.41`) at the end of the line.
+    With `delay`, nothing is printed until the step has run that many seconds (as tqdm's
+    `delay`): a step that ends sooner (a re-tokenized epoch of 48 rows) prints no line at all.
     """
 
     def __init__(self, label: str, total: int | float, unit: str = "it", *,
                  every: float = EVERY_PERCENT, every_seconds: float = EVERY_SECONDS,
                  stream: TextIO | None = None, rate_unit: str | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 delay: float = 0.0, clock: Callable[[], float] = time.monotonic):
         self.label, self.total, self.unit = label, total, unit
         self.rate_unit = rate_unit or unit
-        self.every, self.every_seconds = every, every_seconds
+        self.every, self.every_seconds, self.delay = every, every_seconds, delay
         self.stream, self.clock = stream, clock
         self.done = 0
         self.start = self.last_time = clock()
@@ -78,6 +80,8 @@ class Lines:
         self.done += n
         now = self.clock()
         pct = 100.0 * self.done / self.total if self.total else 100.0
+        if now - self.start < self.delay:
+            return None
         if pct + 1e-9 < self.next_pct and now - self.last_time < self.every_seconds \
                 and not (self.total and self.done >= self.total):
             return None

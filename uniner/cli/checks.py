@@ -1,9 +1,5 @@
-"""What every tool checks before anything heavy loads, and how it reports what a user can fix.
-
-`user_errors(prog)` wraps a tool's work: a `UserError` (a `ConfigError`, a `DataError` naming
-file and line) prints as one line `prog: error: <message>` on stderr and exits with status 2;
-`HYDRA_FULL_ERROR=1` shows the traceback instead. Any other exception is a bug and keeps its
-traceback.
+"""What every tool checks before anything heavy loads (a mistake found is a `ConfigError`, which
+`entry.user_errors` prints in one line).
 
 The checks (`check_train`, `check_eval`, ...) run on the composed config, in seconds: the type
 of every knob (`schemas`), the mandatory values, the files and models the config names, and the
@@ -13,15 +9,13 @@ missing: an error up front, since the data root is then almost surely wrong).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import logging
 import os
 import re
-import sys
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 
@@ -29,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from uniner.cli import schemas
-from uniner.errors import ConfigError, UserError
-from uniner.progress import run_directory
+from uniner.cli.entry import one_line
+from uniner.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,34 +33,6 @@ DATA_HINT = "set UNINER_DATA=<your copy of the data> or paths.data_root=<dir>"
 # a Hugging Face hub id: `name` or `org/name` (letters, digits, - _ .)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
 LIGHTNING_CKPT = ("last", "best", "hpc", "registry")  # ckpt_path names Lightning resolves
-
-
-@contextlib.contextmanager
-def user_errors(prog: str) -> Iterator[None]:
-    """Report a `UserError` raised inside as one line on stderr and exit 2 (no traceback)."""
-    try:
-        yield
-    except UserError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
-
-
-def run_tool(prog: str, check, work, out: str):
-    """A tool's body: `check()` (a user error is one line, see `user_errors`), then `work()`
-    between the two `run directory:` lines; returns what `work` returns."""
-    with user_errors(prog):
-        check()
-        run_directory(out)
-        try:
-            return work()
-        finally:
-            run_directory(out)
-
-
-def one_line(err: BaseException) -> str:
-    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 # ------------------------------------------------------------------------------ types

@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from uniner.cli.checks import check_demo, user_errors
+from uniner.cli.checks import check_demo
 from uniner.cli.demo_page import (
     SAMPLE,
     Demo,
@@ -31,6 +31,7 @@ from uniner.cli.demo_page import (
     read_examples,
     sample_examples,
 )
+from uniner.cli.entry import tool, user_errors
 from uniner.config import CONF_DIR
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,7 @@ def run(cfg: DictConfig, path: str) -> None:
             from None
 
 
+@tool("uniner-demo")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="demo")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing sent anywhere

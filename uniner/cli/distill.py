@@ -32,7 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from uniner.cli.checks import user_errors
+from uniner.cli.entry import tool, user_errors
 from uniner.config import CONF_DIR
 from uniner.data.prompts import to_conversation_item
 from uniner.data.stats import corpus_stats, stats_markdown, type_frequency_plot
@@ -175,6 +175,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     return acct
 
 
+@tool("uniner-distill", torch_threads=False)
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="distill")
 def main(cfg: DictConfig) -> None:
     out = HydraConfig.get().runtime.output_dir

@@ -23,7 +23,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from uniner.cli.checks import check_eval, run_tool
+from uniner.cli.checks import check_eval
+from uniner.cli.entry import run_tool, tool
 from uniner.cli.loggers import build_loggers, finish, log_results
 from uniner.config import CONF_DIR
 from uniner.errors import ConfigError
@@ -100,6 +101,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     return metrics
 
 
+@tool("uniner-eval")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> float:
     out = HydraConfig.get().runtime.output_dir

@@ -24,7 +24,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from uniner.cli.checks import check_predict, user_errors
+from uniner.cli.checks import check_predict
+from uniner.cli.entry import tool, user_errors
 from uniner.config import CONF_DIR
 from uniner.data.readers import json_lines
 from uniner.data.records import DataError
@@ -146,6 +147,7 @@ def run(cfg: DictConfig) -> int:
     return len(inputs)
 
 
+@tool("uniner-predict")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     with user_errors("uniner-predict"):

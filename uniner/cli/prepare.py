@@ -21,7 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from uniner.cli.checks import check_prepare, run_tool
+from uniner.cli.checks import check_prepare
+from uniner.cli.entry import run_tool, tool
 from uniner.config import CONF_DIR  # also registers the `asset` resolver
 from uniner.data.datamodule import encode_rows, render_rows
 from uniner.data.prompts import PromptStyle, prompt_style, to_conversation_item
@@ -102,6 +103,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     return stats
 
 
+@tool("uniner-prepare", torch_threads=False)
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
     out = HydraConfig.get().runtime.output_dir

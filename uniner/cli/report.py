@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from uniner import config
-from uniner.cli.checks import user_errors
+from uniner.cli.entry import tool, user_errors
 from uniner.cli.loggers import finish, wandb_logger
 from uniner.errors import ConfigError
 from uniner.evaluation.sweeps import (
@@ -136,6 +136,7 @@ def log_to_wandb(tables: list[Table], paths: dict[str, Path], settings: dict, so
         finish([logger])
 
 
+@tool("uniner-report", torch_threads=False)
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="report")
 def main(cfg: DictConfig) -> None:
     with user_errors("uniner-report"):

@@ -18,7 +18,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from uniner import config
-from uniner.cli.checks import check_train, run_tool
+from uniner.cli.checks import check_train
+from uniner.cli.entry import run_tool, tool
 from uniner.config import CONF_DIR
 from uniner.errors import ConfigError
 
@@ -141,6 +142,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         finish(loggers)
 
 
+@tool("uniner-train")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = run_tool("uniner-train", lambda: check_train(cfg), lambda: run(cfg),

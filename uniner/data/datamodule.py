@@ -138,11 +138,14 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
         cache_file = str(Path(cache_dir) / f"encoded-{key}.arrow")
     # datasets' own bar on a terminal; plain lines when the output is a file (one process), or
     # one line (several: each would count its own shard)
-    lines = None if interactive() else Lines("tokenizing", len(rows["id"]), "conversations")
+    lines = None if interactive() else Lines("tokenizing", len(rows["id"]), "conversations",
+                                             delay=2.0)
     if lines is not None and (num_proc or 1) > 1:
         print(f"tokenizing: {len(rows['id'])} conversations in {num_proc} processes",
               file=sys.stderr, flush=True)
-    with _datasets_bars(lines is None):
+    # a terminal bar only for a set that takes a while (5,000 rows: about a second); a redrawn
+    # epoch of the sample would otherwise leave a finished bar behind it every epoch
+    with _datasets_bars(lines is None and len(rows["id"]) >= 5_000):
         ds = ds.map(_encode_batch, batched=True, batch_size=1000, num_proc=num_proc,
                     fn_kwargs={"tokenizer": tokenizer, "max_length": max_length,
                                "ignore_index": ignore_index, "auto_bos": auto_bos,
@@ -251,6 +254,7 @@ class NERDataModule(pl.LightningDataModule):
         # the longest run of supervised labels in the rows encoded so far (answer + end token):
         # what `module.max_new_tokens: auto` sizes generation by
         self.longest_label_run = 0
+        self._logged_rows = None
 
     def connect(self, tokenizer, style: PromptStyle | None = None) -> None:
         """The backbone's tokenizer and the prompt style (default `UniNER`) to render with."""
@@ -326,7 +330,10 @@ class NERDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer else 0
         ds = self.encode(self.train_passages, epoch)
-        log.info("epoch %d: %d training conversations", epoch, len(ds))
+        # once, and again only when the count changes (rows dropped in a redraw): not 150 lines
+        level = logging.INFO if len(ds) != self._logged_rows else logging.DEBUG
+        self._logged_rows = len(ds)
+        log.log(level, "epoch %d: %d training conversations", epoch, len(ds))
         return self._loader(ds, epoch, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -1,0 +1,182 @@
+"""How a tool starts and ends: Hydra's composition, the checks, the run directory, and a user's
+mistake told in one line.
+
+`tool(prog)` wraps a `@hydra.main` function. A mistake in the command line itself (an option
+that a config group lacks, `data=nope`; a key the config lacks, `foo=1`; an override that does
+not parse) is Hydra's to find, and Hydra prints it in several lines; `tool` prints it as one,
+
+    uniner-train: error: data=nope: no such option; choose one of bio, instructuie, ...
+
+and exits with status 2, as `user_errors` does for what the checks find once the config is
+composed (a `UserError`: a `ConfigError`, a `DataError` naming file and line). Any other
+exception is a bug and keeps its traceback. `HYDRA_FULL_ERROR=1` shows the traceback of every
+error.
+
+`tool` also sizes torch's CPU threads to the cores left free at start (`cpu_threads`): torch
+runs one OpenMP thread a core, and beside other busy processes its threads wait on each other
+at every operation (the default run's epochs were 2.4x slower with 2 threads than with 1 beside
+4 busy processes on 2 cores, experiments/RESULTS.md). `OMP_NUM_THREADS` set by the user wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+from uniner.errors import UserError
+from uniner.progress import run_directory
+
+# set by `tool` while Hydra runs (it reads the variable itself): the user's own choice
+_full_error: bool | None = None
+
+
+def full_error() -> bool:
+    """Whether the user asked for tracebacks (`HYDRA_FULL_ERROR=1`)."""
+    if _full_error is not None:
+        return _full_error
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def one_line(err: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
+def fail(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+@contextlib.contextmanager
+def user_errors(prog: str) -> Iterator[None]:
+    """Report a `UserError` raised inside as one line on stderr and exit 2 (no traceback)."""
+    try:
+        yield
+    except UserError as err:
+        if full_error():
+            raise
+        fail(prog, one_line(err))
+
+
+def run_tool(prog: str, check, work, out: str):
+    """A tool's body: `check()` (a user error is one line, see `user_errors`), then `work()`
+    between the two `run directory:` lines; returns what `work` returns."""
+    with user_errors(prog):
+        check()
+        run_directory(out)
+        try:
+            return work()
+        finally:
+            run_directory(out)
+
+
+def tool(prog: str, *, torch_threads: bool = True) -> Callable[[Callable], Callable]:
+    """Wrap a `@hydra.main` function so that a command-line mistake Hydra finds while composing
+    is one line and exit status 2, and (`torch_threads`, for tools that run a model) size
+    torch's threads to the free cores (see the module's docstring)."""
+    def wrap(hydra_main: Callable) -> Callable:
+        @functools.wraps(hydra_main)
+        def entry(*args, **kwargs):
+            global _full_error
+            from hydra.errors import (
+                ConfigCompositionException,
+                OverrideParseException,
+                SearchPathException,
+            )
+
+            _full_error = full_error()
+            if torch_threads:
+                cpu_threads(prog)
+            before = os.environ.get("HYDRA_FULL_ERROR")
+            os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises, rather than printing
+            try:
+                return hydra_main(*args, **kwargs)
+            except (ConfigCompositionException, OverrideParseException,
+                    SearchPathException) as err:
+                if _full_error:
+                    raise
+                fail(prog, composition_error(err))
+            finally:
+                if before is None:
+                    os.environ.pop("HYDRA_FULL_ERROR", None)
+                else:
+                    os.environ["HYDRA_FULL_ERROR"] = before
+                _full_error = None
+        return entry
+    return wrap
+
+
+def busy_cores(samples: int = 5, interval: float = 0.02) -> int | None:
+    """Tasks running now besides this one (the median of a few reads of /proc/stat's
+    `procs_running`: an instant count, where the load average lags a minute behind, so a run
+    started just after another would think the machine busy); None where there is no /proc."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat") as f:
+                line = next(ln for ln in f if ln.startswith("procs_running"))
+        except (OSError, StopIteration):
+            return None
+        counts.append(int(line.split()[1]) - 1)
+        if i + 1 < samples:
+            time.sleep(interval)
+    return sorted(counts)[len(counts) // 2]
+
+
+def cpu_threads(prog: str) -> int | None:
+    """Set torch's threads to the cores no other task uses now, when some are busy and the
+    user has not set `OMP_NUM_THREADS`; says so in one line. Returns the threads set, if any."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    busy = busy_cores()
+    if not cores or not busy:
+        return None
+    threads = max(1, cores - busy)
+    if threads >= cores:
+        return None
+    import torch
+
+    torch.set_num_threads(threads)
+    print(f"{prog}: {threads} of {cores} CPU threads ({busy} other tasks running at the start; "
+          f"OMP_NUM_THREADS={cores} uses every core)", file=sys.stderr)
+    return threads
+
+
+def composition_error(err: Exception) -> str:
+    """Hydra's message for a command-line mistake, in one line that names the override."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    text = str(err)
+    if isinstance(err, OverrideParseException):
+        reason = re.sub(r"^Error parsing override '[^']*'; ", "",
+                        one_line(err.message).split("; See https")[0])
+        return f"{err.override}: {reason} " \
+               "(the override grammar: key=value, group=option, +new_key=value)"
+    found = re.search(r"Could not find '([^']+)'", text)
+    if isinstance(err, MissingConfigException) and found:
+        group, _, name = found.group(1).rpartition("/")
+        # `_base` and the like are shared pieces of a group, not options
+        options = [o for o in (err.options or []) if not o.startswith("_")]
+        if group and options:
+            return f"{group}={name}: no such option; choose one of {', '.join(options)}"
+        return f"{found.group(1)}: no such config"
+    override = re.search(r"Could not override '([^']+)'", text)
+    if override and isinstance(err.__cause__, (ConfigKeyError, ConfigAttributeError)):
+        key = override.group(1)
+        return f"{key}: no such key in the config (a new key is added with +{key}=...)"
+    append = re.search(r"use (\+\S+)", text)
+    if override and "defaults list" in text and append:
+        return (f"{override.group(1)}: not a config group of this tool "
+                f"(to add it: {append.group(1)})")
+    if override:
+        return f"{override.group(1)}: {one_line(err).split('; ', 1)[-1]}"
+    cause = f"; {one_line(err.__cause__)}" if err.__cause__ is not None else ""
+    lines = [ln for ln in (one_line(err) + cause).split("; ")
+             if not ln.startswith(("full_key:", "object_type=", "Set the environment"))]
+    return "; ".join(lines)
