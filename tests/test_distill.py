@@ -18,9 +18,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from uniner.cli.distill import run
+from uniner.data.pieces import sentences
 from uniner.data.spans import first_occurrence
 from uniner.distill.annotate import ground, normalize_type, parse_answer
-from uniner.distill.chunking import TokenCounter, build_passages, chunk, sentences
+from uniner.distill.chunking import TokenCounter, build_passages, chunk
 from uniner.distill.teacher import (
     SYSTEM_PROMPT,
     AnswerCache,

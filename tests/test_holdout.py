@@ -72,3 +72,24 @@ def test_benchmark_asks_the_heldout_part(tmp_path):
     queries = dataset_queries(ds)
     assert len(queries) == 30 and {q.sentence.removeprefix("heldout_") for q in queries} == held
     assert all(q.gold == () for q in queries if q.type == "organization")  # empty queries
+
+
+def test_a_dataset_outside_the_average_is_scored_beside_it(tmp_path):
+    """`average: false` (the held-out node): its own row, not in the benchmark average, so the
+    average stays the paper's mean over the zero-shot sets; counts still cover every query."""
+    from uniner.evaluation.benchmark import build_queries
+    from uniner.evaluation.scoring import AVERAGE, evaluate
+
+    path = bio_file(tmp_path / "p.txt")
+    toy = {"name": "toy", "domain": "toy", "format": "bio", "path": str(path),
+           "types": ["person", "location"]}
+    held = {**toy, "name": "held", **source(path, "heldout"), "average": False}
+    queries, missing = build_queries([toy, held], max_sentences=4)
+    assert not missing and {q.in_average for q in queries if q.dataset == "held"} == {False}
+    # perfect answers on `toy`, `[]` everywhere on `held`
+    outputs = [q.gold_text() if q.dataset == "toy" else "[]" for q in queries]
+    ev = evaluate(queries, outputs)
+    assert ev.results["toy"]["f1"] > 0.99 and ev.results["held"]["f1"] < 0.01
+    assert ev.results[AVERAGE]["f1"] == ev.results["toy"]["f1"]
+    assert ev.results[AVERAGE]["datasets"] == 1 and ev.counts["queries"] == len(queries)
+    assert "| held (not in the average) |" in ev.table()

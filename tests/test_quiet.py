@@ -14,6 +14,7 @@ NOISE = [
     r"is_gradient_checkpointing",
     r"litlogger", r"litmodels",
     r"LeafSpec",
+    r"Writing model shards", r"^Filter:",
     r"transfer_batch_to_device",
     r"anonymous",
     r"Symlinked \d+ file",

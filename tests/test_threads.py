@@ -1,13 +1,14 @@
-"""torch's CPU threads at a tool's start: the cores no other task uses, unless the user set
-OMP_NUM_THREADS (issue 18: 2 OpenMP threads beside busy processes were several times slower
-than 1)."""
+"""torch's CPU threads at the cores other work leaves free, at a tool's start and while it
+trains, unless the user set OMP_NUM_THREADS (issue 18: 2 OpenMP threads beside a busy process
+were 2x slower than 1 on 2 cores)."""
 
 import os
 
 import pytest
 import torch
 
-from uniner.cli import entry
+from uniner import threads
+from uniner.model.free_cores import FreeCores, free_core_callbacks
 
 
 @pytest.fixture
@@ -15,18 +16,19 @@ def two_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     before = torch.get_num_threads()
+    torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("busy, threads", [(0, None), (1, 1), (4, 1)])
-def test_threads_are_the_cores_left_free(two_cores, monkeypatch, capsys, busy, threads):
-    monkeypatch.setattr(entry, "busy_cores", lambda: busy)
-    torch.set_num_threads(2)
-    assert entry.cpu_threads("uniner-train") == threads
-    assert torch.get_num_threads() == (threads or 2)
+@pytest.mark.parametrize("busy, threads_set", [(0, None), (None, None), (1, 1), (4, 1)])
+def test_a_tool_starts_with_the_cores_left_free(two_cores, monkeypatch, capsys, busy,
+                                                threads_set):
+    monkeypatch.setattr(threads, "busy_cores", lambda: busy)
+    assert threads.fit_threads("uniner-train") == threads_set
+    assert torch.get_num_threads() == (threads_set or 2)
     said = capsys.readouterr().err
-    if threads:
+    if threads_set:
         assert said == (f"uniner-train: 1 of 2 CPU threads ({busy} other tasks running at the "
                         "start; OMP_NUM_THREADS=2 uses every core)\n")
     else:
@@ -35,13 +37,35 @@ def test_threads_are_the_cores_left_free(two_cores, monkeypatch, capsys, busy, t
 
 def test_the_users_omp_num_threads_wins(two_cores, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    monkeypatch.setattr(entry, "busy_cores", lambda: 4)
-    torch.set_num_threads(2)
-    assert entry.cpu_threads("uniner-train") is None
+    monkeypatch.setattr(threads, "busy_cores", lambda: 4)
+    assert threads.fit_threads("uniner-train") is None
     assert torch.get_num_threads() == 2 and capsys.readouterr().err == ""
+    assert free_core_callbacks("cpu") == []
+
+
+def test_training_follows_the_other_work_after_two_looks_in_a_row(two_cores):
+    t, busy = [0.0], [1]
+    cb = FreeCores(every_seconds=60, clock=lambda: t[0], busy=lambda: busy[0])
+
+    def step(at: float) -> int:
+        t[0] = at
+        cb.on_train_batch_end(None, None, None, None, 0)
+        return torch.get_num_threads()
+
+    assert step(30) == 2  # not a minute yet: no look
+    assert step(61) == 2  # one look says 1: not yet
+    assert step(122) == 1  # the second agrees
+    busy[0] = 0
+    assert step(183) == 1
+    busy[0] = 1  # a passing burst: the look that said 2 is forgotten
+    assert step(244) == 1
+    busy[0] = 0
+    assert step(305) == 1 and step(366) == 2  # the other work ended
+    assert [type(c) for c in free_core_callbacks("cpu")] == [FreeCores]
+    assert free_core_callbacks("gpu") == []
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux's /proc")
-def test_busy_cores_counts_other_running_tasks(tmp_path):
-    """Read from /proc/stat: at least 0 (this process itself is not counted)."""
-    assert entry.busy_cores(samples=3, interval=0.0) >= 0
+def test_busy_cores_reads_the_running_tasks():
+    assert threads.busy_cores(samples=3, interval=0.0) >= 0
+    assert threads.free_threads(None, 2) == 2 and threads.free_threads(5, 2) == 1

@@ -12,10 +12,8 @@ composed (a `UserError`: a `ConfigError`, a `DataError` naming file and line). A
 exception is a bug and keeps its traceback. `HYDRA_FULL_ERROR=1` shows the traceback of every
 error.
 
-`tool` also sizes torch's CPU threads to the cores left free at start (`cpu_threads`): torch
-runs one OpenMP thread a core, and beside other busy processes its threads wait on each other
-at every operation (the default run's epochs were 2.4x slower with 2 threads than with 1 beside
-4 busy processes on 2 cores, experiments/RESULTS.md). `OMP_NUM_THREADS` set by the user wins.
+`tool` also sizes torch's CPU threads to the cores other work leaves free at the start
+(`uniner.threads.fit_threads`; `OMP_NUM_THREADS` set by the user wins).
 """
 
 from __future__ import annotations
@@ -25,11 +23,11 @@ import functools
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 from uniner.errors import UserError
 from uniner.progress import run_directory
+from uniner.threads import fit_threads
 
 # set by `tool` while Hydra runs (it reads the variable itself): the user's own choice
 _full_error: bool | None = None
@@ -90,7 +88,7 @@ def tool(prog: str, *, torch_threads: bool = True) -> Callable[[Callable], Calla
 
             _full_error = full_error()
             if torch_threads:
-                cpu_threads(prog)
+                fit_threads(prog)
             before = os.environ.get("HYDRA_FULL_ERROR")
             os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises, rather than printing
             try:
@@ -108,43 +106,6 @@ def tool(prog: str, *, torch_threads: bool = True) -> Callable[[Callable], Calla
                 _full_error = None
         return entry
     return wrap
-
-
-def busy_cores(samples: int = 5, interval: float = 0.02) -> int | None:
-    """Tasks running now besides this one (the median of a few reads of /proc/stat's
-    `procs_running`: an instant count, where the load average lags a minute behind, so a run
-    started just after another would think the machine busy); None where there is no /proc."""
-    counts = []
-    for i in range(samples):
-        try:
-            with open("/proc/stat") as f:
-                line = next(ln for ln in f if ln.startswith("procs_running"))
-        except (OSError, StopIteration):
-            return None
-        counts.append(int(line.split()[1]) - 1)
-        if i + 1 < samples:
-            time.sleep(interval)
-    return sorted(counts)[len(counts) // 2]
-
-
-def cpu_threads(prog: str) -> int | None:
-    """Set torch's threads to the cores no other task uses now, when some are busy and the
-    user has not set `OMP_NUM_THREADS`; says so in one line. Returns the threads set, if any."""
-    if os.environ.get("OMP_NUM_THREADS"):
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    busy = busy_cores()
-    if not cores or not busy:
-        return None
-    threads = max(1, cores - busy)
-    if threads >= cores:
-        return None
-    import torch
-
-    torch.set_num_threads(threads)
-    print(f"{prog}: {threads} of {cores} CPU threads ({busy} other tasks running at the start; "
-          f"OMP_NUM_THREADS={cores} uses every core)", file=sys.stderr)
-    return threads
 
 
 def composition_error(err: Exception) -> str:

@@ -77,6 +77,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from uniner.inference.answers import answer_queries
     from uniner.model.backbone import build_backbone
     from uniner.model.export import export
+    from uniner.model.free_cores import free_core_callbacks
     from uniner.model.module import AUTO_MARGIN, NERModule
     from uniner.model.progress import progress_callbacks
 
@@ -113,7 +114,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # plain progress lines when the output is not a terminal (Lightning's bar otherwise)
     bars = progress_callbacks(cfg.trainer.get("enable_progress_bar", True))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
-                                      callbacks=[checkpoint, *bars], **no_val)
+                                      callbacks=[checkpoint, *bars, *free_core_callbacks(
+                                          cfg.trainer.get("accelerator", "auto"))], **no_val)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         if module.max_new_tokens == "auto":  # sized by the longest answer the data trained

@@ -163,7 +163,8 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
     if cut:
         dropped["trailing turns cut by max_length"] = cut
     if too_long:
-        ds = ds.filter(lambda r: not r, input_columns="too_long")
+        with _datasets_bars(False):  # counted above; a bar for a filter is noise
+            ds = ds.filter(lambda r: not r, input_columns="too_long")
     return ds.remove_columns(["cut_turns", "too_long"]), dropped
 
 

@@ -22,7 +22,7 @@ from uniner.errors import ConfigError, MissingFileError
 log = logging.getLogger(__name__)
 
 # dataset keys that are not reader arguments
-META = ("name", "domain", "types", "queries", "negatives", "negatives_seed", "train")
+META = ("name", "domain", "types", "queries", "negatives", "negatives_seed", "train", "average")
 
 
 def dataset_entries(datasets) -> list[dict]:

@@ -1,6 +1,7 @@
 """From a source config to passages: one reader per format (`readers.READERS`), weighted mixes of
 sources, and a benchmark's datasets at their train split (the `supervised` source,
-`datasets.supervised_passages`), and a fixed held-out share of any of them (`holdout` + `part`).
+`datasets.supervised_passages`), a fixed held-out share of any of them (`holdout` + `part`),
+and any of them cut into sentence pieces (`pieces`).
 The data module, `uniner-prepare` and the benchmark's datasets read through `load_passages`.
 """
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from uniner.data import readers
 from uniner.data.datasets import supervised_passages
+from uniner.data.pieces import cut_passages
 from uniner.data.records import Passage, ReadReport
 from uniner.errors import ConfigError
 
@@ -23,10 +25,15 @@ def load_passages(source: dict, report: ReadReport | None = None) -> list[Passag
 
     Two formats combine other sources: `supervised` (a benchmark's datasets at their train split,
     `datasets.supervised_passages`) and `mix` (weighted parts, `mix_passages`).
-    Any source may add `holdout: {fraction, seed}` and `part: train|heldout` (`split_holdout`);
-    both keys are removed before its reader is called.
+    Any source may add `holdout: {fraction, seed}` and `part: train|heldout` (`split_holdout`),
+    and `pieces: {max_words}` (`pieces.cut_passages`: passages cut into pieces of whole
+    sentences, after the held-out split); these keys are removed before its reader is called.
     """
     source = dict(source)
+    if "pieces" in source:
+        pieces = source.pop("pieces")
+        passages = load_passages(source, report)
+        return cut_passages(passages, pieces, report) if pieces else passages
     if "holdout" in source or "part" in source:
         holdout, part = source.pop("holdout", None), source.pop("part", None)
         return split_holdout(load_passages(source, report), holdout, part)

@@ -17,19 +17,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from uniner.data.pieces import sentences
 from uniner.data.records import DataError
 from uniner.errors import ConfigError
 
 WORD_PIECE = re.compile(r"\w+|[^\w\s]")
-# A sentence ends at . ! ? (with any closing quotes/brackets) before white space and a word that
-# does not start lower-case; a blank line always ends one.
-_SENT_END = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s)|\n[ \t]*\n""")
-_NEXT = re.compile(r"""\s*["'“‘(\[]*(\S)""")
-_ABBREV = {"mr", "mrs", "ms", "dr", "prof", "st", "sr", "jr", "vs", "etc", "e.g", "i.e", "fig",
-           "no", "vol", "inc", "ltd", "co", "corp", "jan", "feb", "mar", "apr", "jun", "jul", "aug",
-           "sep", "sept", "oct", "nov", "dec", "u.s", "u.k", "mt", "gen", "col", "lt", "approx"}
-
-
 class TokenCounter:
     """Counts tokens: regex word pieces, or a Hugging Face (fast) tokenizer's tokens."""
 
@@ -54,31 +46,6 @@ class TokenCounter:
         if self.tok is None:
             return sum(1 for _ in WORD_PIECE.finditer(text))
         return len(self.tok(text, add_special_tokens=False)["input_ids"])
-
-
-def sentences(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences of `text`, white space trimmed."""
-    spans, start = [], 0
-    for m in _SENT_END.finditer(text):
-        if not m.group().startswith("\n"):
-            nxt = _NEXT.match(text, m.end())
-            if nxt is None or nxt.group(1).islower():  # "e.g. this", "3 p.m. today"
-                continue
-            if m.group()[0] in ".…":
-                word = text[start:m.start()].rsplit(None, 1)[-1:] or [""]
-                w = word[0].lower().lstrip("(\"'“‘")
-                if w in _ABBREV or (len(w) == 1 and w.isalpha()):  # "Dr. Smith", "J. Smith"
-                    continue
-        spans.append((start, m.end()))
-        start = m.end()
-    spans.append((start, len(text)))
-    out = []
-    for s, e in spans:
-        piece = text[s:e]
-        if piece.strip():
-            lead = len(piece) - len(piece.lstrip())
-            out.append((s + lead, s + len(piece.rstrip())))
-    return out
 
 
 def _split_long(text: str, s: int, e: int, limit: int, counter: TokenCounter) -> list[tuple]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from uniner.data import readers
 from uniner.data.datasets import dataset_entries, dataset_source, dataset_types
@@ -44,6 +44,7 @@ class Query:
     gold: tuple[str, ...]
     spans: tuple[tuple[int, int], ...] | None = None
     sentence: str = ""
+    in_average: bool = True  # False: the dataset is scored beside the average, not in it
 
     def gold_text(self) -> str:
         return PromptStyle.answer(self.gold)
@@ -113,7 +114,10 @@ def build_queries(datasets, *, strict_files: bool = False, max_sentences: int | 
             log.warning("benchmark dataset %s: %s not found, listed as missing", ds["name"], path)
             missing.append(ds["name"])
             continue
-        queries += dataset_queries(ds, max_sentences)
+        asked = dataset_queries(ds, max_sentences)
+        if not ds.get("average", True):  # e.g. a held-out set beside the paper's 7-set Avg
+            asked = [replace(q, in_average=False) for q in asked]
+        queries += asked
     ids: set[str] = set()
     for q in queries:
         if q.id in ids:

@@ -100,7 +100,8 @@ def results_table(results: dict[str, dict], missing: list[str] | tuple = ()) -> 
              + (" strict F1 |" if strict else ""),
              "|---|---:|" + "---:|" * len(REPORTED) + ("---:|" if strict else "")]
     for name, m in results.items():
-        label = f"**{name}**" if name == AVERAGE else name
+        label = f"**{name}**" if name == AVERAGE else name if m.get("in_average", True) \
+            else f"{name} (not in the average)"
         row = (f"| {label} | {m.get('queries', '')} | "
                + " | ".join(r.cell(m) for r in REPORTED) + " |")
         if strict:
@@ -157,7 +158,9 @@ def score_dataset(queries: Sequence[Query], outputs: Sequence[str], metric: str 
             strings = [i for i in items if isinstance(i, str)]
             ungroundable += len(items) - len(strings) + len(
                 ground_spans(q.text, strings).ungrounded)
-    entry = {"domain": queries[0].domain, **official, "ungroundable": ungroundable,
+    entry = {"domain": queries[0].domain, **({} if queries[0].in_average else
+                                            {"in_average": False}),
+             **official, "ungroundable": ungroundable,
              "missing_predictions": n_missing,
              "per_type": score_by(outputs, golds, [q.type for q in queries])}
     if strict is not None:
@@ -190,6 +193,10 @@ def benchmark_average(per_dataset: Mapping[str, Mapping]) -> dict:
 
 
 def _average(per_dataset: dict[str, dict]) -> dict:
+    """The benchmark average over the datasets in it (a dataset with `average: false` in its
+    config is scored beside it, not in it)."""
+    per_dataset = {n: m for n, m in per_dataset.items() if m.get("in_average", True)} \
+        or per_dataset
     avg = benchmark_average(per_dataset)
     for key in ("strict", "seqeval"):
         blocks = [m[key] for m in per_dataset.values() if isinstance(m.get(key), dict)]
@@ -241,11 +248,10 @@ def evaluate(queries: Sequence[Query], outputs: Sequence[str | None], *, metric:
     results = {**per_dataset, AVERAGE: _average(per_dataset)}
     per_domain = {d: {**benchmark_average(ms), "datasets_in": list(ms)}
                   for d, ms in domains.items()}
-    avg = results[AVERAGE]
-    counts = {"queries": avg["queries"], "malformed": avg["malformed"],
-              "ungroundable": avg["ungroundable"], "missing_predictions":
-              avg["missing_predictions"], "unknown_ids": unknown_ids,
-              "datasets": len(per_dataset), "missing_datasets": len(missing)}
+    counts = {k: sum(m.get(k, 0) for m in per_dataset.values())  # every dataset's
+              for k in ("queries", "malformed", "ungroundable", "missing_predictions")}
+    counts.update({"unknown_ids": unknown_ids, "datasets": len(per_dataset),
+                   "missing_datasets": len(missing)})
     rows = []
     for q, out in zip(queries, outputs):
         rows.append({"id": q.id, "dataset": q.dataset, "type": q.type, "output": out,
