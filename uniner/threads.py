@@ -4,7 +4,7 @@ torch runs one OpenMP thread a core, and its threads wait on each other at every
 another busy process holds a core, the waits dominate (the default run's steps were 2x slower
 with 2 threads than with 1 beside one busy process on 2 cores, experiments/RESULTS.md). So each
 tool that runs a model starts with `free_threads()` threads (`fit_threads`), and training looks
-again every minute (`uniner.model.free_cores.FreeCores`), since the other work comes and goes.
+again every 20 seconds (`uniner.model.free_cores.FreeCores`), since the other work comes and goes.
 `OMP_NUM_THREADS` set by the user wins: nothing here changes it.
 """
 

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class FreeCores(pl.Callback):
-    def __init__(self, every_seconds: float = 60.0, clock=time.monotonic, busy=None):
+    def __init__(self, every_seconds: float = 20.0, clock=time.monotonic, busy=None):
         self.every, self.clock = every_seconds, clock
         self.busy = busy or (lambda: threads.busy_cores(own=torch.get_num_threads()))
         self.last = clock()
