@@ -373,3 +373,14 @@ def test_optuna_sweep(tmp_path):
     with (sweep_dir / "report" / "report.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and {"optimizer.lr", "adapter.r", "avg_mean"} <= set(rows[0])
+
+
+def test_a_dataset_outside_the_average_is_marked_in_the_header():
+    """The held-out set of the small ablation is scored beside the 7-set Avg: its column says so."""
+    from uniner.evaluation.sweeps import Run
+
+    runs = [Run(str(seed), {"sampling": "none", "seed": seed},
+                {"crossner_ai": {"f1": 0.5}, "heldout": {"f1": 0.1, "in_average": False},
+                 "average": {"f1": 0.5}}) for seed in (1, 2)]
+    md = to_markdown(build_table(runs))
+    assert "| heldout (not in Avg) | Avg |" in md and "| crossner_ai |" in md

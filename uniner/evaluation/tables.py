@@ -38,6 +38,7 @@ class Table:
     keys: list[str]  # the variant columns
     columns: list[str]  # datasets, then "average"
     rows: list[Row]
+    outside: tuple[str, ...] = ()  # datasets scored beside the average, not in it
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,9 @@ def build_table(runs: list[Run], metric: str = "f1", average_over=AVERAGED) -> T
             if value is not None:
                 row.cells[c].append(float(value))
     keys = list(dict.fromkeys(k for row in rows.values() for k in row.values))
-    return Table(metric, keys, [*columns, AVG], list(rows.values()))
+    outside = tuple(c for c in columns if any(
+        (r.scores.get(c) or {}).get("in_average") is False for r in runs))
+    return Table(metric, keys, [*columns, AVG], list(rows.values()), outside)
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -178,7 +181,8 @@ def cell(values: list[float], scale: float = 100, digits: int = 1) -> str:
 
 
 def header(table: Table) -> list[str]:
-    return [*table.keys, *("Avg" if c == AVG else c for c in table.columns), "runs"]
+    return [*table.keys, *("Avg" if c == AVG else f"{c} (not in Avg)" if c in table.outside
+                           else c for c in table.columns), "runs"]
 
 
 def text_rows(table: Table, scale: float = 100, digits: int = 1) -> list[list[str]]:
