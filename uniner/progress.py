@@ -14,6 +14,7 @@ its end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -33,6 +34,19 @@ def interactive() -> bool:
     if forced in ("lines", "line", "plain"):
         return False
     return all(getattr(s, "isatty", lambda: False)() for s in (sys.stdout, sys.stderr))
+
+
+@contextlib.contextmanager
+def library_bars(library_logging, shown: bool):
+    """A library's own progress bars on or off inside, as they were after. `library_logging` is
+    `datasets.utils.logging` or `transformers.utils.logging` (the same three functions)."""
+    before = library_logging.is_progress_bar_enabled()
+    (library_logging.enable_progress_bar if shown else library_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (library_logging.enable_progress_bar if before
+         else library_logging.disable_progress_bar)()
 
 
 def duration(seconds: float) -> str:

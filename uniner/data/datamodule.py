@@ -6,7 +6,6 @@ DataModule only wires them together and receives the tokenizer late through `con
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -39,7 +38,7 @@ from uniner.data.records import Passage, ReadReport
 from uniner.data.sampling import NegativeSampler
 from uniner.data.sources import load_passages
 from uniner.errors import ConfigError
-from uniner.progress import Lines, interactive
+from uniner.progress import Lines, interactive, library_bars
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +115,7 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
     conversations, up to the usable cores (a fork costs more than it saves on small sets).
     """
     import datasets
+    from datasets.utils import logging as ds_logging
 
     if num_proc is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -145,7 +145,7 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
               file=sys.stderr, flush=True)
     # a terminal bar only for a set that takes a while (5,000 rows: about a second); a redrawn
     # epoch of the sample would otherwise leave a finished bar behind it every epoch
-    with _datasets_bars(lines is None and len(rows["id"]) >= 5_000):
+    with library_bars(ds_logging, lines is None and len(rows["id"]) >= 5_000):
         ds = ds.map(_encode_batch, batched=True, batch_size=1000, num_proc=num_proc,
                     fn_kwargs={"tokenizer": tokenizer, "max_length": max_length,
                                "ignore_index": ignore_index, "auto_bos": auto_bos,
@@ -163,22 +163,9 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
     if cut:
         dropped["trailing turns cut by max_length"] = cut
     if too_long:
-        with _datasets_bars(False):  # counted above; a bar for a filter is noise
+        with library_bars(ds_logging, False):  # counted above; a bar for a filter is noise
             ds = ds.filter(lambda r: not r, input_columns="too_long")
     return ds.remove_columns(["cut_turns", "too_long"]), dropped
-
-
-@contextlib.contextmanager
-def _datasets_bars(shown: bool):
-    """datasets' progress bars on or off inside, as they were after."""
-    from datasets.utils import logging as ds_logging
-
-    before = ds_logging.is_progress_bar_enabled()
-    (ds_logging.enable_progress_bar if shown else ds_logging.disable_progress_bar)()
-    try:
-        yield
-    finally:
-        (ds_logging.enable_progress_bar if before else ds_logging.disable_progress_bar)()
 
 
 def collate(batch: list[dict], *, pad_id: int, ignore_index: int = IGNORE_INDEX,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -22,7 +21,7 @@ from uniner.data.prompts import PromptStyle, prompt_style
 from uniner.errors import ConfigError
 from uniner.model.args import DTYPE_NAMES, QuantArgs, group_args
 from uniner.model.backbone import ensure_pad, keep_4bit_layout, resolve_dtype, target_device
-from uniner.progress import interactive
+from uniner.progress import interactive, library_bars
 
 EXPORT_INFO = "uniner_export.json"
 
@@ -124,24 +123,6 @@ def _merged_model(peft_model):
     return merged
 
 
-def _file_quiet_bars(fn):
-    """transformers' "Writing model shards" bar only on a terminal: written into a log file it
-    is one line of noise per export (1 shard for a small model)."""
-    @functools.wraps(fn)
-    def quiet(*args, **kwargs):
-        from transformers.utils import logging as hf_logging
-
-        shown = hf_logging.is_progress_bar_enabled()
-        if not interactive():
-            hf_logging.disable_progress_bar()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            (hf_logging.enable_progress_bar if shown else hf_logging.disable_progress_bar)()
-    return quiet
-
-
-@_file_quiet_bars
 def export(model, tokenizer, out_dir, *, merge_lora: bool = False,
            resolved_config: dict | None = None, prompt: str = "uniner") -> Path:
     """Write a trained student so plain `transformers` / `peft` (and `load_trained`) load it.
@@ -170,6 +151,18 @@ def export(model, tokenizer, out_dir, *, merge_lora: bool = False,
     Raises:
         ValueError: merging into a quantized layer that cannot be dequantized.
     """
+    from transformers.utils import logging as hf_logging
+
+    # transformers' "Writing model shards" bar only on a terminal: in a log file it is a line
+    # of noise per export
+    with library_bars(hf_logging, interactive()):
+        return _write(model, tokenizer, out_dir, merge_lora=merge_lora,
+                      resolved_config=resolved_config, prompt=prompt)
+
+
+def _write(model, tokenizer, out_dir, *, merge_lora: bool = False,
+           resolved_config: dict | None = None, prompt: str = "uniner") -> Path:
+    """`export`'s writing, its layouts and files."""
     from peft import PeftModel
 
     out = Path(out_dir).resolve()
