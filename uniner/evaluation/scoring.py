@@ -194,7 +194,8 @@ def benchmark_average(per_dataset: Mapping[str, Mapping]) -> dict:
 
 def _average(per_dataset: dict[str, dict]) -> dict:
     """The benchmark average over the datasets in it (a dataset with `average: false` in its
-    config is scored beside it, not in it)."""
+    config is scored beside it, not in it; a benchmark of such datasets only averages them
+    all, rather than having no average)."""
     per_dataset = {n: m for n, m in per_dataset.items() if m.get("in_average", True)} \
         or per_dataset
     avg = benchmark_average(per_dataset)
