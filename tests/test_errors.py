@@ -238,9 +238,46 @@ def test_hub_ids_and_paths():
     assert checks.hub_like("Universal-NER/UniNER-7B-type") and checks.hub_like("gpt2")
     assert not checks.hub_like("outputs/train/x/export") and not checks.hub_like("./model")
     assert not checks.hub_like("/abs/model") and not checks.hub_like("~/model")
-    checks.check_model("checkpoint", "Universal-NER/UniNER-7B-type")  # left to the hub
     with pytest.raises(ConfigError, match="checkpoint=/abs/model: no such directory"):
         checks.check_model("checkpoint", "/abs/model")
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache; `cached(repo_id)` puts a model's config.json in it."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+    def cached(repo_id: str) -> None:
+        repo = tmp_path / f"models--{repo_id.replace('/', '--')}"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("abc123")
+        (repo / "snapshots" / "abc123").mkdir(parents=True)
+        (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    return cached
+
+
+def test_a_hub_id_loads_from_the_cache_or_is_one_line_offline(hub_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match=r"^checkpoint=org/model: no such directory, and as a hub "
+                       r"id it is not in the local cache \(HF_HUB_OFFLINE=1\); .*"
+                       r"hf download org/model$"):
+        checks.check_model("checkpoint", "org/model")
+    hub_cache("org/model")
+    checks.check_model("checkpoint", "org/model")  # cached: no network needed
+
+
+def test_an_unreachable_hub_is_one_line_at_once(hub_cache, monkeypatch):
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+
+    def unreachable(address, timeout):
+        assert timeout <= 3
+        raise OSError("Network is unreachable")
+    monkeypatch.setattr(checks.socket, "create_connection", unreachable)
+    with pytest.raises(ConfigError, match=r"\(huggingface.co cannot be reached\)"):
+        checks.check_model("backbone.path", "Qwen/Qwen2.5-0.5B")
 
 
 @pytest.mark.parametrize("data", options("data"))

@@ -3,6 +3,9 @@ trains, unless the user set OMP_NUM_THREADS (issue 18: 2 OpenMP threads beside a
 were 2x slower than 1 on 2 cores)."""
 
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -27,6 +30,9 @@ def test_a_tool_starts_with_the_cores_left_free(two_cores, monkeypatch, capsys, 
     monkeypatch.setattr(threads, "busy_cores", lambda: busy)
     assert threads.fit_threads("uniner-train") == threads_set
     assert torch.get_num_threads() == (threads_set or 2)
+    assert capsys.readouterr().err == ""  # not yet: a config error after it stays one line
+    threads.say_notice()
+    threads.say_notice()  # once
     said = capsys.readouterr().err
     if threads_set:
         assert said == (f"uniner-train: 1 of 2 CPU threads ({busy} other tasks running at the "
@@ -69,3 +75,31 @@ def test_training_follows_the_other_work_after_two_looks_in_a_row(two_cores):
 def test_busy_cores_reads_the_running_tasks():
     assert threads.busy_cores(samples=3, interval=0.0) >= 0
     assert threads.free_threads(None, 2) == 2 and threads.free_threads(5, 2) == 1
+
+
+@pytest.fixture
+def busy_machine():
+    """As many spinning processes as cores, so every tool sees busy cores at its start."""
+    spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(threads.cores())]
+    time.sleep(0.3)
+    yield
+    for p in spin:
+        p.kill()
+        p.wait()
+
+
+@pytest.mark.parametrize("tool, overrides, error", [
+    ("uniner.cli.eval", ["checkpoint=outputs/nope"],
+     "uniner-eval: error: checkpoint=outputs/nope: no such directory"),
+    ("uniner.cli.demo", ["checkpoint=outputs/nope"], "uniner-demo: error: checkpoint=outputs/nope"),
+    ("uniner.cli.train", ["data.batch_size=abc"],
+     "uniner-train: error: data.batch_size=abc: expected an integer"),
+], ids=["eval", "demo", "train"])
+def test_a_mistake_is_one_line_on_a_busy_machine(busy_machine, tmp_path, tool, overrides, error):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-m", tool, *overrides], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(error), done.stderr

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 import torch
 from wandb_offline import read_wandb_run
 
-from uniner.cli.train import LEARNED_BY_HEART, REAL_STUDENT
+from uniner.cli.train import LEARNED_BY_HEART, REAL_STUDENT, closing_lines
 from uniner.model.module import auto_max_new_tokens
 
 ASSETS = Path(__file__).resolve().parents[1] / "uniner" / "assets"
@@ -49,9 +50,10 @@ def test_default_run_learns_the_sample_and_logs_to_wandb_offline(default_run):
     assert sample["empty_query_fp_rate"] <= 0.05 and sample["malformed"] == 0, sample
     lines = done.stdout.splitlines()
     assert "empty queries: 144 of 392 (the empty-query FP rate's base)" in lines
-    assert LEARNED_BY_HEART in lines and REAL_STUDENT in lines
-    assert lines.index(LEARNED_BY_HEART) > max(i for i, x in enumerate(lines)
-                                               if x.startswith("| **average**"))
+    by_heart = LEARNED_BY_HEART.format(f1=100 * sample["f1"])
+    assert by_heart in lines and REAL_STUDENT in lines
+    assert lines.index(by_heart) > max(i for i, x in enumerate(lines)
+                                       if x.startswith("| **average**"))
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "export" / "model.safetensors").is_file()  # a full finetune
 
@@ -64,6 +66,23 @@ def test_default_run_learns_the_sample_and_logs_to_wandb_offline(default_run):
     assert {"train/loss", "train/lr", "train/tokens_per_s", "train/peak_rss_gib", "test/avg/f1",
             "test/sample/f1"} <= set(logged["summary"])
     assert logged["summary"]["test/avg/f1"] == pytest.approx(sample["f1"])
+
+
+@pytest.mark.parametrize("f1, malformed, said", [
+    (0.986, 0.0, "learned by heart on the 48 sample passages (F1 98.60)"),
+    (0.0, 1.0, "the 48 sample passages are not learned (F1 0.00, answers malformed on 100% of "
+               "the empty queries)"),
+    (0.42, 0.1, "the 48 sample passages are not learned (F1 42.00, answers malformed on 10%"),
+])
+def test_what_the_default_run_says_follows_its_score(f1, malformed, said):
+    cfg = OmegaConf.create({"data": {"name": "sample"}, "benchmark": {"name": "sample"}})
+    scores = {"f1": f1, "queries": 392, "empty_queries": 144,
+              "empty_query_malformed_rate": malformed}
+    lines = closing_lines(cfg, {"sample": scores, "average": scores})
+    assert lines[1].startswith(said) and lines[2] == REAL_STUDENT
+    assert all("learned by heart" not in line for line in lines) or f1 >= 0.9
+    other = OmegaConf.create({"data": {"name": "pile_ner_bio"}, "benchmark": {"name": "sample"}})
+    assert closing_lines(other, {"sample": scores, "average": scores}) == lines[:1]
 
 
 @pytest.mark.parametrize("longest, limit", [(0, 256), (1, 9), (24, 32), (248, 256), (900, 256)])

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from uniner.threads import say_notice
+
 EVERY_PERCENT = 5.0  # a line each time this share of the work is done
 EVERY_SECONDS = 300.0  # and at least this often while a step runs (a slow first percent)
 
@@ -202,5 +204,7 @@ def shown_path(path: str | Path) -> str:
 
 
 def run_directory(path: str | Path, what: str = "run directory") -> None:
-    """Print `run directory: <path>` on stderr (a tool's start and end)."""
+    """Print `run directory: <path>` on stderr (a tool's start and end), then the thread notice
+    the first time (`threads.say_notice`: the checks have passed by now)."""
     print(f"{what}: {shown_path(path)}", file=sys.stderr, flush=True)
+    say_notice()

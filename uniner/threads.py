@@ -6,6 +6,9 @@ with 2 threads than with 1 beside one busy process on 2 cores, experiments/RESUL
 tool that runs a model starts with `free_threads()` threads (`fit_threads`), and training looks
 again every 20 seconds (`uniner.model.free_cores.FreeCores`), since the other work comes and goes.
 `OMP_NUM_THREADS` set by the user wins: nothing here changes it.
+
+The notice that says so waits until the tool's checks have passed (`say_notice`, called with the
+first `run directory:` line): a user's mistake stays one line on stderr, whatever the load.
 """
 
 from __future__ import annotations
@@ -50,9 +53,15 @@ def free_threads(busy: int | None, total: int | None = None) -> int:
     return total if busy is None else max(1, min(total, total - busy))
 
 
+_notice: str | None = None  # fit_threads' line, until say_notice prints it
+
+
 def fit_threads(prog: str) -> int | None:
     """At a tool's start: torch's threads set to `free_threads` when some cores are busy and the
-    user has not set `OMP_NUM_THREADS`, said in one line. Returns the threads set, if any."""
+    user has not set `OMP_NUM_THREADS`; the line that says so is kept for `say_notice`. Returns
+    the threads set, if any."""
+    global _notice
+    _notice = None
     if user_set():
         return None
     total, busy = cores(), busy_cores()
@@ -62,6 +71,14 @@ def fit_threads(prog: str) -> int | None:
     import torch
 
     torch.set_num_threads(threads)
-    print(f"{prog}: {threads} of {total} CPU threads ({busy} other tasks running at the start; "
-          f"OMP_NUM_THREADS={total} uses every core)", file=sys.stderr)
+    _notice = (f"{prog}: {threads} of {total} CPU threads ({busy} other tasks running at the "
+               f"start; OMP_NUM_THREADS={total} uses every core)")
     return threads
+
+
+def say_notice() -> None:
+    """Print the thread notice of `fit_threads` on stderr, once (after the tool's checks)."""
+    global _notice
+    if _notice is not None:
+        print(_notice, file=sys.stderr, flush=True)
+        _notice = None

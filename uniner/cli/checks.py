@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import re
+import socket
 import typing
 from collections.abc import Mapping
 from enum import Enum
@@ -139,6 +140,32 @@ def check_model(key: str, value) -> None:
         raise ConfigError(f"{key}={value}: a file, not a model directory")
     if not hub_like(str(value)):
         raise ConfigError(f"{key}={value}: no such directory")
+    check_hub(key, str(value))
+
+
+def check_hub(key: str, repo_id: str, timeout: float = 3.0) -> None:
+    """A hub id loads: it is in the local Hugging Face cache, or huggingface.co answers (within
+    `timeout` seconds) and the hub is not switched off (`HF_HUB_OFFLINE`, `TRANSFORMERS_OFFLINE`).
+
+    Raises:
+        ConfigError: one line saying how to get the model, before anything waits on the network.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in MODEL_FILES):
+        return
+    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+               if os.environ.get(v, "").lower() in ("1", "true", "yes", "on")]
+    if not offline:
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+            return
+        except OSError:
+            pass
+    why = f"{offline[0]}=1" if offline else "huggingface.co cannot be reached"
+    raise ConfigError(f"{key}={repo_id}: no such directory, and as a hub id it is not in the local "
+                      f"cache ({why}); give a local model directory, or fetch it where there is "
+                      f"a network: hf download {repo_id}")
 
 
 def check_exists(key: str, value, data_root: str | None = None, *, hub: bool = False) -> None:
@@ -307,3 +334,7 @@ def check_predict(cfg: DictConfig) -> None:
 def check_demo(cfg: DictConfig) -> None:
     """uniner-demo: types (the checkpoint is resolved by the demo: null means the newest)."""
     check_types(cfg, schemas.Demo)
+    if cfg.checkpoint is not None and str(cfg.checkpoint).strip():
+        path = Path(str(cfg.checkpoint)).expanduser()
+        if not path.is_dir():  # a run directory or an export is the demo's to resolve
+            check_model("checkpoint", cfg.checkpoint)

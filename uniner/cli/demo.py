@@ -33,6 +33,7 @@ from uniner.cli.demo_page import (
 )
 from uniner.cli.entry import tool, user_errors
 from uniner.config import CONF_DIR
+from uniner.threads import say_notice
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,7 @@ def main(cfg: DictConfig) -> None:
             import gradio  # noqa: F401
         except ImportError:
             raise DemoError("the demo needs Gradio: pip install 'uniner[demo]'") from None
+        say_notice()
         run(cfg, path)
 
 

