@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from uniner.cli import schemas
 from uniner.cli.entry import one_line
 from uniner.errors import ConfigError
+from uniner.model.gguf import is_gguf, locate
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,15 @@ def hub_like(value: str) -> bool:
 
 
 def check_model(key: str, value) -> None:
-    """`value` is a model directory (an export of uniner-train, any HF causal LM) or a hub id.
+    """`value` is a model directory (an export of uniner-train, any HF causal LM), a GGUF file
+    (`uniner.model.gguf`) or a hub id.
 
     Raises:
         ConfigError: `key=value: no such directory`, or a directory without a model.
     """
+    if is_gguf(value):
+        locate(value, key)
+        return
     path = Path(str(value)).expanduser()
     if path.is_dir():
         if not any((path / f).is_file() for f in MODEL_FILES):
@@ -258,10 +263,14 @@ def _plain(node):
 
 
 def _backbone_files(backbone: Mapping) -> None:
-    if backbone.get("path") is not None:
+    if is_gguf(backbone.get("path")):
+        locate(backbone["path"])
+    elif backbone.get("path") is not None:
         check_model("backbone.path", backbone["path"])
     tokenizer = backbone.get("tokenizer")
-    if tokenizer is not None and tokenizer != backbone.get("path"):
+    if is_gguf(tokenizer) and tokenizer != backbone.get("path"):
+        locate(tokenizer, "backbone.tokenizer")
+    elif tokenizer is not None and tokenizer != backbone.get("path"):
         check_exists("backbone.tokenizer", tokenizer, hub=True)
 
 

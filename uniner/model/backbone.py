@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 import uniner.config  # noqa: F401  registers the `asset` resolver used by backbone/tiny
 from uniner.errors import ConfigError
 from uniner.model.args import BackboneArgs, QuantArgs, group_args, validate
+from uniner.model.gguf import local_dir
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ def build_tokenizer(backbone, *, padding_side: str = "right"):
         padding_side: `right` for training batches, `left` for batched generation.
     """
     b = group_args(BackboneArgs, "backbone", backbone)
-    tokenizer = AutoTokenizer.from_pretrained(b.tokenizer, trust_remote_code=b.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(local_dir(b.tokenizer),
+                                              trust_remote_code=b.trust_remote_code)
     ensure_pad(tokenizer)
     tokenizer.padding_side = padding_side
     return tokenizer
@@ -138,7 +140,7 @@ def _load_model(b: BackboneArgs, q: QuantArgs, tokenizer, device, dtype: torch.d
         kwargs |= dict(device_map={"": target})
 
     if b.path is not None:
-        return AutoModelForCausalLM.from_pretrained(b.path, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(local_dir(b.path), **kwargs)
     model = _random_init(b, tokenizer, dtype, attn)
     if bnb_config is not None:  # quantization happens at load time, so go through a checkpoint
         with tempfile.TemporaryDirectory() as tmp:

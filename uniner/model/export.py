@@ -21,6 +21,7 @@ from uniner.data.prompts import PromptStyle, prompt_style
 from uniner.errors import ConfigError
 from uniner.model.args import DTYPE_NAMES, QuantArgs, group_args
 from uniner.model.backbone import ensure_pad, keep_4bit_layout, resolve_dtype, target_device
+from uniner.model.gguf import local_dir
 from uniner.progress import interactive, library_bars
 
 EXPORT_INFO = "uniner_export.json"
@@ -223,6 +224,7 @@ def load_trained(path, *, quant=None, device=None, dtype: str | None = None):
     """
     from peft import PeftConfig, PeftModel
 
+    path = local_dir(path)  # a GGUF file: its dequantized copy
     local = Path(path).expanduser()
     out = local.resolve() if local.is_dir() else str(path)  # a directory, else a hub id
     info_file = Path(out) / EXPORT_INFO
