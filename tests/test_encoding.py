@@ -118,3 +118,20 @@ def test_fast_token_ids_equal_the_tokenizer_call(tok, data_root):
               "USER: What describes"]
     for t in (tok, AutoTokenizer.from_pretrained(asset("tokenizer"))):
         assert token_ids(t, texts) == t(texts, add_special_tokens=False)["input_ids"]
+
+
+def test_the_tokenized_cache_keeps_the_most_recently_used_within_its_cap(tmp_path):
+    import os
+
+    from uniner.data.datamodule import prune_cache
+
+    for i in range(5):  # 100 bytes each, encoded-0 the oldest
+        f = tmp_path / f"encoded-{i}.arrow"
+        f.write_bytes(b"x" * 100)
+        os.utime(f, (1000 + i, 1000 + i))
+    (tmp_path / "other.txt").write_bytes(b"y" * 1000)  # not ours: never touched
+    removed = prune_cache(tmp_path, 250, keep=tmp_path / "encoded-0.arrow")  # 0 read back: in use
+    assert sorted(p.name for p in removed) == ["encoded-1.arrow", "encoded-2.arrow",
+                                               "encoded-3.arrow"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoded-0.arrow", "encoded-4.arrow",
+                                                          "other.txt"]

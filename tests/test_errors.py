@@ -290,3 +290,12 @@ def test_every_data_source_finds_its_files_in_the_real_data(data, data_root, tmp
         source = OmegaConf.to_container(cfg.data.source, resolve=True)
         with pytest.raises(ConfigError, match=r"data\.source.*(not found|no such|none of)"):
             checks.check_source(source, "data.source", cfg.paths.data_root)
+
+
+def test_a_mistake_leaves_no_run_directory_behind(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "uniner.cli.eval", "checkpoint=nope/x/y"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "uniner-eval: error: checkpoint=nope/x/y: no such directory"]
+    assert list(tmp_path.iterdir()) == []  # no outputs/eval/<name>/<time>/.hydra left

@@ -538,3 +538,20 @@ def test_seqeval_modes_differ_on_invalid_iob2():
     assert seqeval_scores([["O"]], [["O"]])["f1"] == 0.0
     with pytest.raises(ValueError):
         seqeval_scores(gold, pred, mode="lenient")
+
+
+@pytest.mark.parametrize("outputs, says", [
+    (["Sure! The text mentions"] * 4, "all 4 answers are malformed"),
+    (["[]", "[]", "Sure", "Well"], "2 of 4 answers are malformed"),
+    (["[]"] * 4, "every one of the 4 answers is []"),
+    (['["Ada"]', "[]", "[]", "Sure"], None),
+], ids=["all-malformed", "half-malformed", "all-empty", "answers"])
+def test_the_table_says_what_its_numbers_cannot(outputs, says):
+    from uniner.evaluation.scoring import Evaluation
+
+    rows = [{"output": o, "items": ["ada"] if o.startswith('["') else []} for o in outputs]
+    ev = Evaluation(results={}, per_domain={}, rows=rows,
+                    counts={"malformed": sum(not o.startswith("[") for o in outputs)})
+    caveats = ev.caveats()
+    assert (caveats == []) if says is None else caveats[0].startswith(says)
+    assert all(c in ev.table() for c in caveats)

@@ -384,3 +384,21 @@ def test_a_dataset_outside_the_average_is_marked_in_the_header():
                  "average": {"f1": 0.5}}) for seed in (1, 2)]
     md = to_markdown(build_table(runs))
     assert "| heldout (not in Avg) | Avg |" in md and "| crossner_ai |" in md
+
+
+def test_the_report_says_when_runs_are_smoke_sized_or_malformed(tmp_path):
+    from uniner.cli.report import run_caveats
+    from uniner.evaluation.sweeps import Run
+
+    def run(name, steps, malformed):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({"trainer": {"max_steps": steps}}))
+        return Run(name, {"sampling": name}, {"average": {
+            "f1": 0.0, "empty_query_fp_rate": 0.0, "empty_query_malformed_rate": malformed}},
+            config=config)
+
+    assert run_caveats([run("none", 400, 0.0), run("uniform", -1, 0.1)]) == []
+    notes = run_caveats([run("none", 4, 0.0), run("uniform", 4, 1.0), run("frequency", 4, 0.9)])
+    assert notes[0].startswith("smoke-sized runs: trained 4 steps")
+    assert notes[1].startswith("mostly malformed answers (>= 50% of the empty queries) in "
+                               "sampling=frequency, sampling=uniform:")

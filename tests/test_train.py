@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 import torch
+from omegaconf import OmegaConf
 from wandb_offline import read_wandb_run
 
 from uniner.cli.train import LEARNED_BY_HEART, REAL_STUDENT, closing_lines

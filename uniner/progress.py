@@ -86,7 +86,7 @@ class Lines:
         self.rate_unit = rate_unit or unit
         self.every, self.every_seconds, self.delay = every, every_seconds, delay
         self.stream, self.clock = stream, clock
-        self.done = 0
+        self.done = self.initial = 0  # `initial`: done before this process (a resumed run)
         self.start = self.last_time = clock()
         self.next_pct = every
         self.closed = False
@@ -109,7 +109,7 @@ class Lines:
     def line(self, now: float | None = None, prefix: str | None = None, **extra) -> str:
         now = self.clock() if now is None else now
         elapsed = now - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
         parts = [f"{prefix} " if prefix else ""]
         if self.total:
             pct = 100.0 * self.done / self.total

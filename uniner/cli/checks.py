@@ -285,10 +285,27 @@ def check_train(cfg: DictConfig) -> None:
     check_source(_plain(cfg.data.source), "data.source", root)
     check_benchmark(_plain(cfg.benchmark), root)
     ckpt = cfg.get("ckpt_path")
-    if ckpt is not None and str(ckpt) not in LIGHTNING_CKPT:
+    if ckpt == "last":
+        check_resumable(last_checkpoint())
+    elif ckpt is not None and str(ckpt) not in LIGHTNING_CKPT:
         check_exists("ckpt_path", ckpt)
     check_kernels(cfg)
     check_max_new_tokens(cfg.module.get("max_new_tokens"))
+
+
+def last_checkpoint() -> Path:
+    """`checkpoints/last.ckpt` of this run's directory (`hydra.run.dir`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) / "checkpoints" / "last.ckpt"
+
+
+def check_resumable(last: Path) -> None:
+    """`ckpt_path=last` has a checkpoint to resume: otherwise it would silently start over."""
+    if not last.is_file():
+        raise ConfigError(f"ckpt_path=last: no checkpoint to resume in {last.parent.parent} "
+                          "(a new run directory); resume a run in its own directory, with the "
+                          "command it printed: ... hydra.run.dir=<the run> ckpt_path=last")
 
 
 def check_max_new_tokens(value) -> None:

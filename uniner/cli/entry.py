@@ -22,8 +22,10 @@ import contextlib
 import functools
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from uniner.errors import UserError
 from uniner.progress import run_directory
@@ -61,15 +63,37 @@ def user_errors(prog: str) -> Iterator[None]:
 
 
 def run_tool(prog: str, check, work, out: str):
-    """A tool's body: `check()` (a user error is one line, see `user_errors`), then `work()`
-    between the two `run directory:` lines; returns what `work` returns."""
+    """A tool's body: `check()` (a user error is one line, see `user_errors`; the run directory,
+    which then holds nothing of use, is removed), then `work()` between the two
+    `run directory:` lines (the second one when it ends well: an error's line comes last);
+    returns what `work` returns."""
     with user_errors(prog):
-        check()
-        run_directory(out)
         try:
-            return work()
-        finally:
-            run_directory(out)
+            check()
+        except UserError:
+            remove_if_unused(out)
+            raise
+        run_directory(out)
+        result = work()
+    run_directory(out)
+    return result
+
+
+def remove_if_unused(out: str) -> None:
+    """Remove a run directory that holds only Hydra's `.hydra/` and empty logs, and the folders
+    above it (under the working directory) that it leaves empty."""
+    path = Path(out)
+    if not path.is_dir():
+        return
+    for f in path.rglob("*"):
+        if f.is_file() and f.parts[len(path.parts)] != ".hydra" and f.stat().st_size > 0:
+            return
+    shutil.rmtree(path, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    for parent in path.resolve().parents:  # outputs/eval/<name>/ left empty by it, not above cwd
+        if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 def tool(prog: str, *, torch_threads: bool = True) -> Callable[[Callable], Callable]:

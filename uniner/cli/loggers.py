@@ -6,7 +6,9 @@ outside that group (uniner-report's summary run), `log_results` (the results tab
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -15,6 +17,7 @@ from omegaconf import DictConfig
 from uniner import config
 from uniner.evaluation import sweeps
 from uniner.evaluation.scoring import AVERAGE, REPORTED, Evaluation
+from uniner.progress import shown_path
 
 
 def build_loggers(cfg: DictConfig, job_type: str | None = None) -> list:
@@ -71,9 +74,17 @@ def wandb_logger(save_dir: str | Path, **kwargs):
                                          **kwargs))
 
 
+def quiet_wandb() -> None:
+    """W&B's own ~30 lines at the end of a run push the results table off the screen: silence
+    them (`WANDB_SILENT`, unless the user set it) and say where the run is in one line
+    (`finish`)."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
 def without_anonymous(logger):
     """Lightning's WandbLogger passes `anonymous=None` to `wandb.init`, a setting W&B deprecated
     (it warns "The anonymous setting has no effect"): drop it before the run starts."""
+    quiet_wandb()
     init = getattr(logger, "_wandb_init", None)
     if isinstance(init, dict) and init.get("anonymous") is None:
         init.pop("anonymous", None)
@@ -120,4 +131,15 @@ def finish(loggers: list, *, finalize: bool = False) -> None:
     if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
         import wandb
 
+        run = wandb.run
         wandb.finish()
+        if run is not None:
+            print(wandb_line(run), file=sys.stderr, flush=True)
+
+
+def wandb_line(run) -> str:
+    """Where a finished W&B run is: its page, or its offline directory and how to upload it."""
+    if run.settings.mode == "offline" or getattr(run, "offline", False):
+        where = shown_path(Path(run.dir).parent)
+        return f"W&B: offline run in {where}; upload it with: wandb sync {where}"
+    return f"W&B: {run.url}"

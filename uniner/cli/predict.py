@@ -27,11 +27,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from uniner.cli.checks import check_predict
 from uniner.cli.entry import tool, user_errors
 from uniner.config import CONF_DIR
-from uniner.threads import say_notice
 from uniner.data.readers import json_lines
 from uniner.data.records import DataError
 from uniner.errors import ConfigError, MissingFileError
 from uniner.progress import progress, run_directory
+from uniner.threads import say_notice
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 FILE_SUFFIXES = (".txt", *JSONL_SUFFIXES)
@@ -158,7 +158,7 @@ def main(cfg: DictConfig) -> None:
             run_directory(out)
         say_notice()
         n = run(cfg)
-    print(f"{n} inputs -> {cfg.output or 'stdout'}", file=sys.stderr)
+    print(f"{n} input{'' if n == 1 else 's'} -> {cfg.output or 'stdout'}", file=sys.stderr)
     if cfg.output:
         run_directory(out)
 

@@ -92,6 +92,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     encoded, dropped = encode_rows(rows, tokenizer, max_length=cfg.data.max_length,
                                    cache_dir=cfg.data.cache_dir and Path(cfg.data.cache_dir
                                                                          ).expanduser(),
+                                   cache_max_gb=cfg.data.cache_max_gb,
                                    auto_bos=style.auto_bos)
     dropped = reader_drops(report) + dropped
     lengths = [len(ids) for ids in encoded["input_ids"]]

@@ -70,6 +70,7 @@ def report(cfg: DictConfig) -> dict[str, Path]:
     missing = sorted({m for r in runs for m in r.missing})
     if missing:
         notes.append(f"benchmark files not found by the runs (no scores): {', '.join(missing)}")
+    notes += run_caveats(runs)
     tables = [build_table(runs, m, list(cfg.average_over)) for m in cfg.metrics]
     empty = [t.metric for t in tables[1:] if not any(v for row in t.rows
                                                       for v in row.cells.values())]
@@ -87,6 +88,34 @@ def report(cfg: DictConfig) -> dict[str, Path]:
     log.info("report written to %s", out)
     run_directory(out)
     return paths
+
+
+SMOKE_STEPS = 50  # fewer training steps than this: a run that checks the pipeline, not a recipe
+
+
+def run_caveats(runs: list[Run]) -> list[str]:
+    """What the tables cannot say themselves: runs too short to mean anything about a recipe
+    (their `trainer.max_steps`, `debug=smoke`), and runs whose answers are mostly malformed
+    (the official parser reads them as [], so their FP rate is low for want of answers)."""
+    from omegaconf import OmegaConf
+
+    notes = []
+    steps = set()
+    for r in runs:
+        if r.config is not None and Path(r.config).is_file():
+            max_steps = OmegaConf.select(OmegaConf.load(r.config), "trainer.max_steps")
+            if isinstance(max_steps, int) and 0 < max_steps < SMOKE_STEPS:
+                steps.add(max_steps)
+    if steps:
+        notes.append(f"smoke-sized runs: trained {', '.join(map(str, sorted(steps)))} steps "
+                     "(trainer.max_steps); these numbers check the pipeline, not the recipe")
+    broken = sorted({label(r.values) for r in runs if r.scores.get("average", {}).get(
+        "empty_query_malformed_rate", 0) >= 0.5})
+    if broken:
+        notes.append("mostly malformed answers (>= 50% of the empty queries) in "
+                     f"{', '.join(broken)}: the official parser reads them as [], so their FP "
+                     "rate is low for want of answers, not by judgement")
+    return notes
 
 
 def _summary_run_settings(cfg: DictConfig, runs: list[Run], provenance=None) -> dict | None:

@@ -50,6 +50,7 @@ class Data:
     pad_to_multiple_of: int | None = None
     train_on_read_reply: bool = True
     cache_dir: str | None = None
+    cache_max_gb: float | None = None
     seed: int = 42
     source: Any = None
 
@@ -109,6 +110,7 @@ class Checkpoint:
     monitor: str | None = None
     mode: str = "max"
     every_epoch: bool = False
+    every_minutes: float | None = 10.0
 
 
 @dataclass

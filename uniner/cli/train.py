@@ -9,6 +9,8 @@ minutes, ending with a printed F1 table.
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +46,49 @@ def sorted_test_loader(module: NERModule, batch_size: int) -> DataLoader:
                       collate_fn=TestBatch)
 
 
+TINY_STEPS = 2000  # beyond this the tiny recipe's epochs were not sized for the data (sample: 900)
+
+
+def size_warnings(cfg: DictConfig, passages: int) -> list[str]:
+    """What a user training on their own data should know before hours go by: the tiny
+    recipe's epochs are sized for the 48 sample passages, and `benchmark=sample` tests on the
+    sample, not on their data."""
+    lines = []
+    if cfg.data.get("name") == "sample":
+        return lines
+    epochs, max_steps = cfg.trainer.get("max_epochs") or 1, cfg.trainer.get("max_steps", -1)
+    per_epoch = -(-passages // cfg.data.batch_size)
+    steps = epochs * per_epoch if max_steps in (None, -1) else min(max_steps, epochs * per_epoch)
+    if cfg.backbone.get("name") == "tiny" and steps > TINY_STEPS:
+        lines.append(f"{passages} passages x {epochs} epochs = {steps} steps: backbone=tiny's "
+                     "recipe (conf/recipe/tiny.yaml) sizes its epochs for the 48 sample "
+                     "passages; set trainer.max_epochs or trainer.max_steps, or train a "
+                     "pretrained student (experiment=real_student)")
+    if cfg.benchmark.get("name") == "sample":
+        lines.append("the test asks the shipped sample (benchmark=sample), not your data; your "
+                     "own test split: benchmark=own benchmark.datasets.own.path=<test file>")
+    return lines
+
+
+def parameter_line(model) -> str:
+    """`LlamaForCausalLM, 134.5M parameters, 134.5M trainable`."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    name = type(getattr(model, "base_model", model).model
+                if hasattr(model, "peft_config") else model).__name__
+
+    def m(n: int) -> str:
+        return f"{n / 1e6:.1f}M"
+    return f"{name}, {m(total)} parameters, {m(trainable)} trainable"
+
+
+def resume_command(out: Path) -> str:
+    """The command that resumes this run: its own overrides, its directory, `ckpt_path=last`."""
+    task = [o for o in HydraConfig.get().overrides.task
+            if not o.startswith(("hydra.run.dir=", "ckpt_path="))]
+    return shlex.join(["uniner-train", *task, f"hydra.run.dir={out}", "ckpt_path=last"])
+
+
 # printed after the table of a run tested on the very sample it trained on (the default run)
 LEARNED_BY_HEART = ("learned by heart on the 48 sample passages (F1 {f1:.2f}): this proves the "
                     "pipeline, not generalisation")
@@ -66,8 +111,8 @@ def closing_lines(cfg: DictConfig, results: dict[str, dict]) -> list[str]:
         average = results.get("average", {})
         f1 = average.get("f1", 0.0)
         said = LEARNED_BY_HEART if f1 >= BY_HEART_F1 else NOT_LEARNED
-        lines += [said.format(f1=100 * f1, malformed=average.get("empty_query_malformed_rate", 0.0)),
-                  REAL_STUDENT]
+        malformed = average.get("empty_query_malformed_rate", 0.0)
+        lines += [said.format(f1=100 * f1, malformed=malformed), REAL_STUDENT]
     return lines
 
 
@@ -86,6 +131,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from uniner.model.backbone import build_backbone
     from uniner.model.export import export
     from uniner.model.free_cores import free_core_callbacks
+    from uniner.model.keep_last import KeepLast
     from uniner.model.module import AUTO_MARGIN, NERModule
     from uniner.model.progress import progress_callbacks
 
@@ -97,6 +143,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     model, tokenizer = build_backbone(cfg.backbone, cfg.quant, cfg.adapter)
     style = prompt_style(cfg.prompt, tokenizer)  # training rows, val and test queries, export
+    log.info("model: %s", parameter_line(model))
 
     # partial: Hydra would turn a dataclass argument (the sampler) back into a config
     datamodule = instantiate(cfg.data, _partial_=True)(sampler=instantiate(cfg.sampling))
@@ -108,6 +155,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         types = datamodule.sampler.queries(datamodule.val_passages, epoch=0)
         module.val_queries = passage_queries(datamodule.val_passages, types, "val")
     module.test_queries = test_queries
+    for line in size_warnings(cfg, len(datamodule.train_passages)):
+        print(f"uniner-train: warning: {line}", file=sys.stderr, flush=True)
 
     monitor = cfg.checkpoint.monitor if datamodule.val_passages else None
     # every epoch's `epoch=N.ckpt` on request, else only the best (with a monitor); a resumed
@@ -116,16 +165,24 @@ def run(cfg: DictConfig) -> dict[str, float]:
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="{epoch}", save_last=True,
                                  monitor=monitor, mode=cfg.checkpoint.mode, save_top_k=keep,
                                  enable_version_counter=False)
+    keep_last = KeepLast(out / "checkpoints" / "last.ckpt", cfg.checkpoint.every_minutes,
+                         resume_command(out))
     loggers = build_loggers(cfg)
     # no held-out passages: no validation loop (rather than an empty one Lightning warns about)
     no_val = {} if datamodule.val_passages else {"limit_val_batches": 0}
     # plain progress lines when the output is not a terminal (Lightning's bar otherwise)
     bars = progress_callbacks(cfg.trainer.get("enable_progress_bar", True))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
-                                      callbacks=[checkpoint, *bars, *free_core_callbacks(
+                                      callbacks=[checkpoint, keep_last, *bars, *free_core_callbacks(
                                           cfg.trainer.get("accelerator", "auto"))], **no_val)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        resume = out / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else cfg.ckpt_path
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        except SystemExit:  # Lightning's answer to Ctrl-C, after KeepLast saved and said so
+            if trainer.interrupted:
+                raise SystemExit(130) from None
+            raise
         if module.max_new_tokens == "auto":  # sized by the longest answer the data trained
             if not datamodule.longest_label_run:  # a resumed run that had nothing left to fit
                 datamodule.encode(datamodule.train_passages, 0)

@@ -104,14 +104,17 @@ def _fingerprint(rows: dict, tokenizer, max_length: int | None, ignore_index: in
 
 def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
                 ignore_index: int = IGNORE_INDEX, cache_dir: str | Path | None = None,
-                num_proc: int | None = None, auto_bos: bool = True):
+                cache_max_gb: float | None = None, num_proc: int | None = None,
+                auto_bos: bool = True):
     """Tokenize rendered conversations with `datasets.map` (batched, cached on disk).
 
     Returns the dataset (columns `input_ids`, `labels`, and `label_run`: each row's longest
     run of supervised labels, counted while encoding) and the counts of what the max-length
     policy dropped. `auto_bos` is the prompt style's (`prompts.PromptStyle`). The cache is keyed
     by the conversations, the tokenizer and the policy, so a re-run with the same inputs reads
-    the ids back instead of tokenizing again. `num_proc=None` runs one process per 10,000
+    the ids back instead of tokenizing again; files beyond `cache_max_gb` in all go, the least
+    recently used first (`prune_cache`: each epoch's redrawn negatives write a new file, so the
+    cache would grow without bound). `num_proc=None` runs one process per 10,000
     conversations, up to the usable cores (a fork costs more than it saves on small sets).
     """
     import datasets
@@ -154,6 +157,8 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
                     remove_columns=["content", "masked", "eos"], cache_file_name=cache_file,
                     load_from_cache_file=cache_file is not None, new_fingerprint=key,
                     features=encoded, desc="tokenizing")
+    if cache_file is not None and cache_max_gb is not None:
+        prune_cache(Path(cache_dir), int(cache_max_gb * 2**30), keep=Path(cache_file))
     dropped = Counter()
     # summed in Arrow: iterating a column in Python costs as much as writing it
     too_long = pc.sum(ds.data.column("too_long")).as_py() or 0
@@ -166,6 +171,26 @@ def encode_rows(rows: dict, tokenizer, *, max_length: int | None,
         with library_bars(ds_logging, False):  # counted above; a bar for a filter is noise
             ds = ds.filter(lambda r: not r, input_columns="too_long")
     return ds.remove_columns(["cut_turns", "too_long"]), dropped
+
+
+def prune_cache(cache_dir: Path, max_bytes: int, keep: Path) -> list[Path]:
+    """Remove the least recently used `encoded-*.arrow` files of `cache_dir` until they hold at
+    most `max_bytes` (`keep`, the file in use, stays and counts as just used). Returns those
+    removed."""
+    if keep.exists():
+        keep.touch()  # a file read back from the cache is in use, as one just written
+    files = sorted(cache_dir.glob("encoded-*.arrow"), key=lambda p: p.stat().st_mtime,
+                   reverse=True)
+    total, removed = 0, []
+    for f in files:
+        total += f.stat().st_size
+        if total > max_bytes and f != keep:
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    if removed:
+        log.info("tokenized cache %s: removed %d least recently used files (data.cache_max_gb)",
+                 cache_dir, len(removed))
+    return removed
 
 
 def collate(batch: list[dict], *, pad_id: int, ignore_index: int = IGNORE_INDEX,
@@ -208,7 +233,7 @@ class NERDataModule(pl.LightningDataModule):
                  max_length: int = 1024, batch_size: int = 8, val_fraction: float = 0.0,
                  num_workers: int = 0, padding: str = "longest",
                  pad_to_multiple_of: int | None = None, train_on_read_reply: bool = True,
-                 cache_dir: str | None = None, seed: int = 42,
+                 cache_dir: str | None = None, cache_max_gb: float | None = 2.0, seed: int = 42,
                  name: str | None = None, packing: bool = False, batch_tokens: int | None = None):
         super().__init__()
         if not 0 <= val_fraction < 1:
@@ -234,6 +259,7 @@ class NERDataModule(pl.LightningDataModule):
         self.padding, self.pad_to_multiple_of = padding, pad_to_multiple_of
         self.train_on_read_reply, self.name = train_on_read_reply, name
         self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
+        self.cache_max_gb = cache_max_gb
         self.tokenizer, self.style = None, None
         self.train_passages: list[Passage] = []
         self.val_passages: list[Passage] = []
@@ -267,7 +293,8 @@ class NERDataModule(pl.LightningDataModule):
         rows = render_rows(passages, queries, style=self.style,
                            train_on_read_reply=self.train_on_read_reply)
         ds, dropped = encode_rows(rows, self.tokenizer, max_length=self.max_length,
-                                  cache_dir=self.cache_dir, auto_bos=self.style.auto_bos)
+                                  cache_dir=self.cache_dir, cache_max_gb=self.cache_max_gb,
+                                  auto_bos=self.style.auto_bos)
         for reason, n in dropped.items():
             if epoch == 0 or self.sampler.redraw_each_epoch:
                 log.warning("epoch %d: %s: %d", epoch, reason, n)

@@ -83,13 +83,35 @@ class Evaluation:
                 "missing": list(self.missing)}
 
     def table(self) -> str:
-        table = results_table(self.results, self.missing)
+        table = results_table(self.results, self.missing) + "".join(
+            line + "\n" for line in self.caveats())
         if self.metric == "both" and not any(isinstance(m.get("strict"), dict)
                                              for m in self.results.values()):
             # say why the strict column the user asked for is not there
             table += ("strict metric: n/a, no dataset here has gold character spans (only the "
                       "bio and instructuie formats do)\n")
         return table
+
+
+    def caveats(self) -> list[str]:
+        """What the table's numbers cannot say, in words: answers that are mostly malformed
+        (the official parser reads them as `[]`, so FP and F1 see no answer) or all `[]`."""
+        n = len(self.rows)
+        if not n:
+            return []
+        malformed = self.counts.get("malformed", 0)
+        answered = sum(bool(r.get("items")) for r in self.rows)
+        if malformed == n:
+            return [f"all {n} answers are malformed (no clean JSON list): the official parser "
+                    "reads each as [], so this F1 and FP rate describe no answer at all"]
+        lines = []
+        if malformed * 2 >= n:
+            lines.append(f"{malformed} of {n} answers are malformed (no clean JSON list, read "
+                         "as []): the FP rate is low for want of answers, not by judgement")
+        if answered == 0:
+            lines.append(f"every one of the {n} answers is []: an FP rate of 0 here means the "
+                         "model answers nothing, not that it tells absent types apart")
+        return lines
 
 
 def results_table(results: dict[str, dict], missing: list[str] | tuple = ()) -> str:

@@ -247,7 +247,7 @@ def plot(table: Table, path: Path, scale: float = 100, title: str = "",
     columns = [c for c in table.columns if c == AVG or any(row.cells[c] for row in table.rows)]
     n_groups, n_bars = len(columns), max(1, len(table.rows))
     width = 0.8 / n_bars
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * n_groups * n_bars + 2.5), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * n_groups * n_bars + 2.5) + 2.0, 4.2))
     ax.axvspan(n_groups - 1.5, n_groups - 0.5, color="0.9", zorder=0)  # the Avg group
     colors = plt.get_cmap("tab10").colors
     marked = False
@@ -255,13 +255,16 @@ def plot(table: Table, path: Path, scale: float = 100, title: str = "",
         stats = [mean_std(row.cells[c]) for c in columns]
         means = [0.0 if m is None else m * scale for m, _ in stats]
         errs = [0.0 if s is None else s * scale for _, s in stats]
+        # a share cannot leave [0, scale]: the std's bar stops at the bounds
+        spread = [[min(e, m) for m, e in zip(means, errs)],
+                  [min(e, scale - m) for m, e in zip(means, errs)]]
         xs = [g - 0.4 + width * (i + 0.5) for g in range(n_groups)]
         color = colors[i % len(colors)]
-        bars = ax.bar(xs, means, width, yerr=errs, capsize=2, color=color, zorder=2,
+        bars = ax.bar(xs, means, width, yerr=spread, capsize=2, color=color, zorder=2,
                       label=label(row.values))
         bars[-1].set_edgecolor("black")  # the average
         bars[-1].set_linewidth(1.5)
-        ax.annotate(f"{means[-1]:.1f}", (xs[-1], means[-1] + errs[-1]), ha="center",
+        ax.annotate(f"{means[-1]:.1f}", (xs[-1], means[-1] + spread[1][-1]), ha="center",
                     va="bottom", fontsize=7, fontweight="bold")
         published = reference.values.get(str(row.values.get(key))) if reference else None
         if published is not None:
@@ -274,8 +277,10 @@ def plot(table: Table, path: Path, scale: float = 100, title: str = "",
     labels[-1].set_fontweight("bold")
     ax.set_ylabel(f"{LABELS.get(table.metric, table.metric)}" + (" (%)" if scale == 100 else ""))
     ax.set_title(title, fontsize=10)
+    ax.set_ylim(0, scale * 1.08)  # shares: 0 to 100%, room for the Avg labels
     ax.grid(axis="y", alpha=0.3, zorder=1)
-    ax.legend(fontsize=7, frameon=False)
+    # beside the plot, never over the bars
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

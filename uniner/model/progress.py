@@ -41,7 +41,8 @@ class LineProgressBar(ProgressBar):
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 \
             else trainer.estimated_stepping_batches
         self.train_lines = Lines("train", total, "", rate_unit="it", stream=self.stream)
-        self.train_lines.done = trainer.global_step  # a resumed run counts from where it was
+        # a resumed run counts from where it was, its rate from what this process does
+        self.train_lines.done = self.train_lines.initial = trainer.global_step
         self._step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
