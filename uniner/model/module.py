@@ -89,7 +89,7 @@ class NERModule(pl.LightningModule):
             `model` (the decoder body).
         answerer: answers val/test queries, `(model, tokenizer, queries, **options) -> answers`
             (`uniner-train` passes `uniner.inference.answers.answer_queries`); given by the
-            caller so that the model room does not import the inference room above it.
+            caller, so that `uniner.model` does not import `uniner.inference`, which builds on it.
     """
 
     def __init__(self, model, tokenizer, optimizer: Callable, *, warmup_ratio: float = 0.04,
