@@ -27,7 +27,7 @@ from uniner.cli.demo_page import (
     Demo,
     DemoError,
     dataset_presets,
-    one_line,
+    error_summary,
     read_examples,
     sample_examples,
 )
@@ -139,7 +139,7 @@ def load(cfg: DictConfig, path: str):
             batch_rows=cfg.batch_size, decoding=cfg.decoding)
     except Exception as err:
         log.debug("loading %s failed", path, exc_info=True)
-        raise DemoError(f"cannot load checkpoint={path}: {one_line(err)}") from None
+        raise DemoError(f"cannot load checkpoint={path}: {error_summary(err)}") from None
     engine = extractor.engine
     context = cfg.context or _trained_context(path) or \
         getattr(engine.model.config, "max_position_embeddings", None) or 2048
@@ -239,7 +239,7 @@ def run(cfg: DictConfig, path: str) -> None:
                     inbrowser=cfg.inbrowser, show_error=False, ssr_mode=False, quiet=False,
                     footer_links=["gradio"], css=CSS)
     except OSError as err:  # the port is taken, the host is not this machine's
-        raise DemoError(f"cannot serve on {cfg.host}:{cfg.port or '7860+'}: {one_line(err)}") \
+        raise DemoError(f"cannot serve on {cfg.host}:{cfg.port or '7860+'}: {error_summary(err)}") \
             from None
 
 

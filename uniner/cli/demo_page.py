@@ -33,7 +33,7 @@ class DemoError(UserError):
     """A problem the user can fix, said in one line (no traceback)."""
 
 
-def one_line(err: BaseException, limit: int = 300) -> str:
+def error_summary(err: BaseException, limit: int = 300) -> str:
     """`err` as one line: its type and first line of message, cut at `limit` characters."""
     text = str(err).strip().splitlines()
     msg = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
@@ -89,7 +89,7 @@ def read_examples(path: str | Path) -> list[tuple[str, list[str]]]:
             out.append((str(row["text"]), [str(t) for t in row["types"]]))
         except (ValueError, KeyError, TypeError) as err:
             raise DemoError(f"{path}:{lineno}: expected {{\"text\": ..., \"types\": [...]}} "
-                            f"({one_line(err)})") from None
+                            f"({error_summary(err)})") from None
     return out
 
 
@@ -195,7 +195,7 @@ class Demo:
             entities = shift_entities(text, spans, found)
         except Exception as err:  # the page shows one line; the terminal the traceback
             log.exception("extraction failed")
-            return error(f"**Extraction failed**: {one_line(err)} (the traceback is in the "
+            return error(f"**Extraction failed**: {error_summary(err)} (the traceback is in the "
                          "terminal).")
         seconds = time.perf_counter() - started
         segments = highlight_segments(text, entities, types)

@@ -26,7 +26,7 @@ from uniner.model.args import QuantArgs as Quant
 Padding = Enum("Padding", ["longest", "max_length"])
 Metric = Enum("Metric", ["uniner", "strict", "both"])
 Decoding = Enum("Decoding", ["greedy", "constrained"])
-Engine = Enum("Engine", ["hf", "vllm"])
+GenerationEngine = Enum("GenerationEngine", ["hf", "vllm"])
 Mode = Enum("Mode", ["train", "benchmark"])
 MatmulPrecision = Enum("MatmulPrecision", ["highest", "high", "medium"])
 Kernels = Enum("Kernels", ["auto", "plain", "chunked", "liger"])
@@ -184,7 +184,7 @@ class Eval(Generation):
     predictions: str | None = None
     allow_missing: bool = False
     metric: Metric = Metric.uniner
-    engine: Engine = Engine.hf
+    engine: GenerationEngine = GenerationEngine.hf
     paths: Paths = field(default_factory=Paths)
     benchmark: Benchmark = field(default_factory=Benchmark)
 
