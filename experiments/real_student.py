@@ -51,8 +51,9 @@ def benchmark_overrides(cfg) -> list[str]:
                  f"max_new_tokens={cfg.module.max_new_tokens}"]
     if HELDOUT in bench.datasets:
         pieces = OmegaConf.to_container(bench.datasets[HELDOUT].pieces)
+        shown = ", ".join(f"{k}: {json.dumps(v)}" for k, v in pieces.items())  # Hydra's grammar
         overrides += [f"+benchmark/datasets@benchmark.datasets.{HELDOUT}={HELDOUT}",
-                      f"benchmark.datasets.{HELDOUT}.pieces={json.dumps(pieces)}"]
+                      f"+benchmark.datasets.{HELDOUT}.pieces={{{shown}}}"]
     return overrides
 
 
@@ -72,6 +73,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="a finished experiment=real_student run")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--base-dtype", default="bf16",
+                        help="the untuned base's weights (bf16: twice fp32's speed here, as the "
+                             "tuned model's bf16-mixed test)")
     parser.add_argument("overrides", nargs="*", help="training overrides (after --)")
     args = parser.parse_args()
 
@@ -83,19 +87,19 @@ def main() -> None:
         args.run = root / "train"
     cfg = OmegaConf.load(args.run / ".hydra" / "config.yaml")
     tuned = json.loads((args.run / "metrics.json").read_text())["test"]
-    logged = json.loads((args.run / "metrics.json").read_text()).get("logged", {})
 
     rows = []
     for style in ("chat", "uniner"):
         out = args.run / f"base_{style}"
         if not (out / "metrics.json").is_file():
             minutes = run(["uniner-eval", f"checkpoint={SMOL}", f"prompt={style}",
-                           f"hydra.run.dir={out}", *benchmark_overrides(cfg)])
+                           f"dtype={args.base_dtype}", "logger=none", f"hydra.run.dir={out}",
+                           *benchmark_overrides(cfg)])
             (out / "minutes.txt").write_text(f"{minutes:.2f}\n")
         base = json.loads((out / "metrics.json").read_text())
         minutes = float((out / "minutes.txt").read_text()) if (out / "minutes.txt").is_file() \
             else None
-        rows.append(row(f"untuned base, prompt={style}", base, minutes))
+        rows.append(row(f"untuned base, prompt={style}, {args.base_dtype}", base, minutes))
     steps = cfg.trainer.max_steps
     rows.append(row(f"tuned: {steps} steps, prompt={cfg.prompt}", tuned, train_minutes))
 
@@ -110,8 +114,8 @@ def main() -> None:
         *rows,
         "",
         f"training: {cfg.data.batch_size} pieces a step, lr {cfg.optimizer.lr}, "
-        f"{cfg.trainer.precision}, adapter={cfg.adapter.name}, sampling={cfg.sampling.strategy}; "
-        f"final train/loss {logged.get('train/loss', float('nan')):.3f}",
+        f"{cfg.trainer.precision}, adapter={cfg.adapter.name}, sampling={cfg.sampling.strategy} "
+        f"(k={cfg.sampling.k})",
     ])
     print(report)
     if args.out:

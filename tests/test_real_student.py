@@ -113,3 +113,31 @@ def test_a_few_steps_turn_prose_into_lists_and_the_export_holds_them(smol, tmp_p
         exported = model(input_ids=ids).logits
         model.load_state_dict(trained, strict=False)
         assert torch.equal(model(input_ids=ids).logits, exported)
+
+
+def test_the_next_step_the_default_run_prints_passes_its_checks_offline(data_root, tmp_path):
+    """`uniner-train experiment=real_student`, as the default run prints it: it composes, and
+    every check (model file, data, benchmark files) passes without a network."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from uniner.cli.checks import check_train
+    from uniner.cli.train import REAL_STUDENT
+    from uniner.config import CONF_DIR
+
+    command = REAL_STUDENT.split("&& ")[-1].split()
+    assert command[0] == "uniner-train"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*command[1:], f"paths.data_root={data_root}"],
+                      return_hydra_config=True)
+    with open_dict(cfg):  # `${hydra:runtime.output_dir}` as in a run
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    check_train(cfg)
+    assert cfg.backbone.name == "smollm2-135m" and cfg.prompt == "chat"
+    assert cfg.benchmark.max_sentences == 50 and "pile_ner_bio_heldout" in cfg.benchmark.datasets
