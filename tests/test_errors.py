@@ -216,8 +216,10 @@ def options(group: str) -> list[str]:
     "logger", "benchmark") for o in options(g)])
 def test_every_shipped_config_passes_its_schema(override, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    cfg = compose_cfg("train", [override] + (["backbone.path=x"] if override ==
-                                              "backbone=custom" else []))
+    # the options whose file the user must name (`???`)
+    needs = {"backbone=custom": ["backbone.path=x"],
+             "benchmark=own": ["benchmark.datasets.own.path=x"]}
+    cfg = compose_cfg("train", [override, *needs.get(override, [])])
     cfg.trainer.default_root_dir = "."  # ${hydra:...} resolves only inside a run
     for logger in (cfg.logger or {}).values():
         logger.save_dir = "."

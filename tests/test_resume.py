@@ -30,8 +30,11 @@ def saved_step(path) -> int:
 @pytest.mark.slow
 def test_ctrl_c_saves_last_and_the_printed_command_resumes(tmp_path):
     run = tmp_path / "run"
+    # Ctrl-C's default action in the child, even where the suite itself runs in the background
+    # (a shell's background job inherits SIGINT ignored)
     proc = subprocess.Popen([*TRAIN, *RUN, f"hydra.run.dir={run}"], cwd=tmp_path, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     err = ""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # until training is past its first steps

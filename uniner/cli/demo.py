@@ -235,12 +235,17 @@ def run(cfg: DictConfig, path: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     page.queue(default_concurrency_limit=1)  # one model: requests answered one after another
     try:
+        # quiet: Gradio's own lines end in a hint to `share=True`, which is a setting here
         page.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share,
-                    inbrowser=cfg.inbrowser, show_error=False, ssr_mode=False, quiet=False,
-                    footer_links=["gradio"], css=CSS)
+                    inbrowser=cfg.inbrowser, show_error=False, ssr_mode=False, quiet=True,
+                    footer_links=["gradio"], css=CSS, prevent_thread_lock=True)
     except OSError as err:  # the port is taken, the host is not this machine's
         raise DemoError(f"cannot serve on {cfg.host}:{cfg.port or '7860+'}: {error_summary(err)}") \
             from None
+    public = f" and {page.share_url}" if page.share_url else ""
+    print(f"uniner-demo: serving {page.local_url}{public} (Ctrl-C stops)", file=sys.stderr,
+          flush=True)
+    page.block_thread()
 
 
 @tool("uniner-demo")
