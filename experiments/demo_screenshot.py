@@ -67,12 +67,11 @@ def main() -> None:
                 page.goto(url, wait_until="networkidle")
                 page.locator("#uniner-text textarea").fill(args.text)
                 page.locator("#uniner-types textarea, #uniner-types input").first.fill(args.types)
-                page.get_by_role("button", name="Extract").click()
-                page.wait_for_function(
-                    "() => document.querySelector('#uniner-status').innerText.trim()",
+                page.locator("#uniner-submit").click()
+                page.wait_for_function(  # the answer's status line, or the page's message
+                    "() => /⚠|entit/.test(document.querySelector('#uniner-status').innerText)",
                     timeout=300_000)
                 print(page.inner_text("#uniner-status").strip())
-                print(page.inner_text("#uniner-json").strip())
                 page.screenshot(path=str(args.out), full_page=True)
                 browser.close()
         finally:
