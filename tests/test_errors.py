@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -301,3 +302,13 @@ def test_a_mistake_leaves_no_run_directory_behind(tmp_path):
     assert done.stderr.strip().splitlines() == [
         "uniner-eval: error: checkpoint=nope/x/y: no such directory"]
     assert list(tmp_path.iterdir()) == []  # no outputs/eval/<name>/<time>/.hydra left
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for a machine without a GPU")
+def test_a_gpu_trainer_without_a_gpu_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "uniner.cli.train", "trainer=gpu"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "uniner-train: error: trainer.accelerator=gpu: no CUDA GPU here (a CPU build of torch); "
+        "run on a GPU machine, or trainer=cpu"]

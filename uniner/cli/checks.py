@@ -289,6 +289,7 @@ def check_train(cfg: DictConfig) -> None:
         check_resumable(last_checkpoint())
     elif ckpt is not None and str(ckpt) not in LIGHTNING_CKPT:
         check_exists("ckpt_path", ckpt)
+    check_accelerator(cfg.trainer)
     check_kernels(cfg)
     check_max_new_tokens(cfg.module.get("max_new_tokens"))
 
@@ -313,6 +314,20 @@ def check_max_new_tokens(value) -> None:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return
     raise ConfigError(f"module.max_new_tokens={_show(value)}: expected an integer >= 1 or auto")
+
+
+def check_accelerator(trainer: Mapping) -> None:
+    """`trainer.accelerator=gpu|cuda` has a CUDA device to run on (Lightning's own error is a
+    traceback, after the model has loaded)."""
+    if str(trainer.get("accelerator")) not in ("gpu", "cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        build = "a CPU build of torch" if torch.version.cuda is None else \
+            f"torch built for CUDA {torch.version.cuda}, but no device is visible"
+        raise ConfigError(f"trainer.accelerator={trainer.get('accelerator')}: no CUDA GPU here "
+                          f"({build}); run on a GPU machine, or trainer=cpu")
 
 
 def check_kernels(cfg: DictConfig) -> None:
