@@ -312,3 +312,12 @@ def test_a_gpu_trainer_without_a_gpu_is_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         "uniner-train: error: trainer.accelerator=gpu: no CUDA GPU here (a CPU build of torch); "
         "run on a GPU machine, or trainer=cpu"]
+
+
+def test_a_missing_pile_ner_file_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "uniner.cli.train", "data=pile_ner",
+                           "data.source.path=pile_ner.json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "uniner-train: error: data.source.path=pile_ner.json: no such file or directory"]

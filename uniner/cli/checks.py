@@ -222,7 +222,9 @@ def check_source(source: Mapping, key: str, data_root: str | None) -> None:
                      data_root)
     elif fmt in ("bio", "pile_ner") and path is not None:
         for p in [path] if isinstance(path, str) else list(path):
-            check_exists(f"{key}.path", p, data_root, hub=fmt == "pile_ner")
+            # a hub id may stand for a Pile-NER-type file; a .json/.jsonl name is a local file
+            hub = fmt == "pile_ner" and Path(str(p)).suffix not in (".json", ".jsonl")
+            check_exists(f"{key}.path", p, data_root, hub=hub)
 
 
 def check_benchmark(benchmark: Mapping, data_root: str | None) -> list[str]:
