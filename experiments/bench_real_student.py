@@ -28,9 +28,7 @@ from pathlib import Path
 TRAIN_VARIANTS = {  # label -> overrides on experiment=real_student
     "recipe: full, bf16-mixed, chunked loss": [],
     "full, fp32, plain loss": ["trainer.precision=32-true", "module.kernels=plain"],
-    "full, bf16-mixed, plain loss": ["module.kernels=plain"],
     "LoRA r=8 q/v, bf16-mixed, chunked": ["adapter=lora", "optimizer.lr=5e-4"],
-    "full, bf16-mixed, packed rows (3 x 1024)": ["data.packing=true", "data.batch_size=3"],
 }
 
 
