@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from uniner.cli import schemas
 from uniner.cli.entry import one_line
 from uniner.errors import ConfigError
+from uniner.model.args import check_max_new_tokens
 from uniner.model.gguf import is_gguf, locate
 
 log = logging.getLogger(__name__)
@@ -309,13 +310,6 @@ def check_resumable(last: Path) -> None:
         raise ConfigError(f"ckpt_path=last: no checkpoint to resume in {last.parent.parent} "
                           "(a new run directory); resume a run in its own directory, with the "
                           "command it printed: ... hydra.run.dir=<the run> ckpt_path=last")
-
-
-def check_max_new_tokens(value) -> None:
-    """`module.max_new_tokens`: an integer >= 1, or `auto` (sized by the training answers)."""
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        return
-    raise ConfigError(f"module.max_new_tokens={_show(value)}: expected an integer >= 1 or auto")
 
 
 def check_accelerator(trainer: Mapping) -> None:

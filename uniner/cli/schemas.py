@@ -97,7 +97,7 @@ class Optimizer:
 @dataclass
 class Module:
     warmup_ratio: float = 0.04
-    max_new_tokens: Any = "auto"  # an integer >= 1 or auto (checks.check_max_new_tokens)
+    max_new_tokens: Any = "auto"  # an integer >= 1 or auto (uniner.model.args.check_max_new_tokens)
     generation_batch_size: int = 512
     metric: Metric = Metric.uniner
     kernels: Kernels = Kernels.auto

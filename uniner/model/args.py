@@ -179,3 +179,11 @@ def validate(backbone, quant, adapter) -> tuple[BackboneArgs, QuantArgs, Adapter
     if q.bits and importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError(f"quant={q.name} needs bitsandbytes: pip install bitsandbytes")
     return b, q, a
+
+
+def check_max_new_tokens(value) -> int | str:
+    """`module.max_new_tokens`: an integer >= 1, or `auto` (sized by the training answers)."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else value
+    raise ConfigError(f"module.max_new_tokens={shown}: expected an integer >= 1 or auto")

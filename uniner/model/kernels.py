@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from uniner.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
@@ -51,17 +53,17 @@ def liger_available() -> bool:
 def resolve_kind(kind: str, device: torch.device) -> str:
     """`auto` -> liger (CUDA + liger-kernel), chunked (CUDA), plain (CPU); others checked."""
     if kind not in KINDS:
-        raise ValueError(f"module.kernels={kind!r}: choose one of {', '.join(KINDS)}")
+        raise ConfigError(f"module.kernels={kind!r}: choose one of {', '.join(KINDS)}")
     cuda = torch.device(device).type == "cuda"
     if kind == "auto":
         return ("liger" if liger_available() else "chunked") if cuda else "plain"
     if kind == "liger":
         if not cuda:
-            raise ValueError("module.kernels=liger needs a CUDA device (liger-kernel's Triton "
-                             "kernels); use module.kernels=chunked or plain on the CPU")
+            raise ConfigError("module.kernels=liger needs a CUDA device (liger-kernel's Triton "
+                              "kernels); use module.kernels=chunked or plain on the CPU")
         if not liger_available():
-            raise ValueError('module.kernels=liger needs liger-kernel: pip install -e ".[liger]" '
-                             "(or module.kernels=chunked)")
+            raise ConfigError('module.kernels=liger needs liger-kernel: pip install -e ".[liger]" '
+                              "(or module.kernels=chunked)")
     return kind
 
 
@@ -75,8 +77,8 @@ def _parts(model):
     lm = causal_lm(model)
     model_type = getattr(lm.config, "model_type", None)
     if model_type not in SUPPORTED:
-        raise ValueError(f"module.kernels: chunked and liger support {', '.join(SUPPORTED)} "
-                         f"backbones, not {model_type!r}; use module.kernels=plain")
+        raise ConfigError(f"module.kernels: chunked and liger support {', '.join(SUPPORTED)} "
+                          f"backbones, not {model_type!r}; use module.kernels=plain")
     return getattr(lm, lm.base_model_prefix), lm.get_output_embeddings(), model_type
 
 
@@ -113,7 +115,7 @@ def chunked_loss(model, batch: dict, chunk_tokens: int = 1024) -> torch.Tensor:
     (the plain loss would be NaN).
     """
     if chunk_tokens < 1:
-        raise ValueError(f"module.chunk_tokens={chunk_tokens}: must be >= 1")
+        raise ConfigError(f"module.chunk_tokens={chunk_tokens}: must be >= 1")
     hidden, targets, head = selected_hidden(model, batch)
     n = targets.numel()
     if n == 0:
@@ -134,9 +136,9 @@ def liger_loss(model, batch: dict) -> torch.Tensor:
     hidden, targets, head = selected_hidden(model, batch)
     weight = getattr(head, "weight", None)
     if type(head) is not torch.nn.Linear or weight is None:
-        raise ValueError(f"module.kernels=liger needs a plain nn.Linear LM head, got "
-                         f"{type(head).__name__} (an adapted or quantized lm_head): use "
-                         "module.kernels=chunked")
+        raise ConfigError(f"module.kernels=liger needs a plain nn.Linear LM head, got "
+                          f"{type(head).__name__} (an adapted or quantized lm_head): use "
+                          "module.kernels=chunked")
     n = targets.numel()
     if n == 0:
         return hidden.sum() * 0.0
@@ -178,8 +180,8 @@ def loss_function(kind: str, chunk_tokens: int = 1024) -> Callable[..., torch.Te
 def check_compile(option) -> str | None:
     """`module.compile` as None (off), `layers` or `model`."""
     if option not in COMPILE:
-        raise ValueError(f"module.compile={option!r}: choose false, true (= layers), layers "
-                         "or model")
+        raise ConfigError(f"module.compile={option!r}: choose false, true (= layers), layers "
+                          "or model")
     return None if option is False else "layers" if option is True else option
 
 

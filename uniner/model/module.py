@@ -13,9 +13,11 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from uniner.data.prompts import PromptStyle
+from uniner.errors import ConfigError
 from uniner.evaluation.benchmark import Query
 from uniner.evaluation.scoring import Evaluation, evaluate, flat_metrics
 from uniner.model import kernels as kernel_lib
+from uniner.model.args import check_max_new_tokens
 
 AUTO_MARGIN, AUTO_CAP = 8, 256  # `max_new_tokens: auto`: the longest trained reply + 8, <= 256
 
@@ -28,13 +30,6 @@ def auto_max_new_tokens(longest_label_run: int, margin: int = AUTO_MARGIN,
     if longest_label_run < 1:
         return cap
     return min(cap, longest_label_run + margin)
-
-
-def check_max_new_tokens(value) -> int | str:
-    """An integer >= 1 or `auto`, else ValueError naming `module.max_new_tokens`."""
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        return value
-    raise ValueError(f"module.max_new_tokens={value}: expected an integer >= 1 or auto")
 
 
 def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
@@ -99,10 +94,10 @@ class NERModule(pl.LightningModule):
                  answerer: Callable | None = None):
         super().__init__()
         if kernels not in kernel_lib.KINDS:
-            raise ValueError(f"module.kernels={kernels!r}: choose one of "
-                             f"{', '.join(kernel_lib.KINDS)}")
+            raise ConfigError(f"module.kernels={kernels!r}: choose one of "
+                              f"{', '.join(kernel_lib.KINDS)}")
         if chunk_tokens < 1:
-            raise ValueError(f"module.chunk_tokens={chunk_tokens}: must be >= 1")
+            raise ConfigError(f"module.chunk_tokens={chunk_tokens}: must be >= 1")
         kernel_lib.check_compile(compile)
         self.kernels, self.chunk_tokens, self.compile_option = kernels, chunk_tokens, compile
         self.resolved_kernels: str | None = None
@@ -148,8 +143,8 @@ class NERModule(pl.LightningModule):
             kind = kernel_lib.resolve_kind(self.kernels, device)
             if kind == "liger" and sharded:
                 if self.kernels == "liger":
-                    raise ValueError("module.kernels=liger does not work with a sharded "
-                                     "strategy (FSDP, DeepSpeed): use module.kernels=chunked")
+                    raise ConfigError("module.kernels=liger does not work with a sharded "
+                                      "strategy (FSDP, DeepSpeed): use module.kernels=chunked")
                 kind = "chunked"
             if kind == "liger":
                 kernel_lib.apply_liger_kernels(self.model)
