@@ -35,9 +35,9 @@ from bench_extract import DATA, build_model, compose_node  # noqa: E402
 
 from uniner.data.datasets import dataset_entries  # noqa: E402
 from uniner.evaluation.benchmark import dataset_queries  # noqa: E402
-from uniner.inference.answers import generate_answers  # noqa: E402
 from uniner.inference.engine import Engine  # noqa: E402
 from uniner.inference.planner import closing_token_ids, encode_queries  # noqa: E402
+from uniner.inference.query_answers import generate_answers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -42,9 +42,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from uniner.config import CONF_DIR
 from uniner.data.datasets import dataset_entries
 from uniner.evaluation.benchmark import dataset_queries, load_benchmark
-from uniner.inference.answers import generate_answers
 from uniner.inference.engine import Engine
 from uniner.inference.planner import common_prefix_length, encode_queries
+from uniner.inference.query_answers import generate_answers
 from uniner.model.backbone import build_tokenizer
 
 ZERO_SHOT_QUERIES = 71_139  # the 7 zero-shot test sets' sentences x types (benchmark=zero_shot)

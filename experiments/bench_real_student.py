@@ -52,8 +52,8 @@ def answer_speed(export: str, sentences: int, batch_size: int) -> dict:
     from uniner.config import CONF_DIR
     from uniner.data.prompts import prompt_style
     from uniner.evaluation.benchmark import load_benchmark
-    from uniner.inference.answers import answer_queries, generate_answers
     from uniner.inference.planner import encode_queries
+    from uniner.inference.query_answers import answer_queries, generate_answers
     from uniner.model.export import load_trained
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -21,11 +21,11 @@ from uniner.data.encoding import encode_prompt
 from uniner.data.prompts import UniNER
 from uniner.data.records import DataError
 from uniner.evaluation.benchmark import Query
-from uniner.inference.answers import ListClosed, answer_queries, generate_answers
 from uniner.inference.engine import Engine
 from uniner.inference.extractor import Entity, ground_entities
 from uniner.inference.grammar import SpanListGrammar
 from uniner.inference.planner import closing_token_ids, encode_queries, plan_batches
+from uniner.inference.query_answers import ListClosed, answer_queries, generate_answers
 from uniner.model.backbone import build_backbone
 from uniner.model.export import export
 

@@ -56,8 +56,8 @@ def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
         return vllm_answers(cfg.checkpoint, [(q.text, q.type) for q in queries],
                             max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype,
                             prompt=cfg.get("prompt"))
-    from uniner.inference.answers import answer_queries
     from uniner.inference.engine import BATCH_TOKENS
+    from uniner.inference.query_answers import answer_queries
     from uniner.model.export import load_trained, trained_style
 
     model, tokenizer = load_trained(cfg.checkpoint, quant=cfg.get("quant"), device=cfg.device,

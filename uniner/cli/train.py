@@ -127,13 +127,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from uniner.data.prompts import prompt_style
     from uniner.evaluation.benchmark import load_benchmark, passage_queries
     from uniner.evaluation.scoring import write_outputs
-    from uniner.inference.answers import answer_queries
+    from uniner.inference.query_answers import answer_queries
     from uniner.model.backbone import build_backbone
     from uniner.model.export import export
     from uniner.model.free_cores import free_core_callbacks
     from uniner.model.keep_last import KeepLast
     from uniner.model.module import AUTO_MARGIN, NERModule
-    from uniner.model.progress import progress_callbacks
+    from uniner.model.train_progress import progress_callbacks
 
     out = Path(HydraConfig.get().runtime.output_dir)
     test_queries, missing = load_benchmark(cfg.benchmark)

@@ -83,7 +83,7 @@ class NERModule(pl.LightningModule):
         compile: `torch.compile` for training: false, true or `layers` (each decoder layer),
             `model` (the decoder body).
         answerer: answers val/test queries, `(model, tokenizer, queries, **options) -> answers`
-            (`uniner-train` passes `uniner.inference.answers.answer_queries`); given by the
+            (`uniner-train` passes `uniner.inference.query_answers.answer_queries`); given by the
             caller, so that `uniner.model` does not import `uniner.inference`, which builds on it.
     """
 
@@ -115,7 +115,7 @@ class NERModule(pl.LightningModule):
         self.test_evaluation: Evaluation | None = None
         self._prompts: dict[tuple[str, str], list[int]] = {}
         # called with the number of test queries answered after each engine batch (set by the
-        # line progress bar, `uniner.model.progress`)
+        # line progress bar, `uniner.model.train_progress`)
         self.answer_progress: Callable[[int], None] | None = None
         self._step_start = 0.0
         # checkpoints hold only trainable weights (a frozen 7B base is rebuilt from the backbone)
