@@ -39,11 +39,6 @@ def run(command: list[str]) -> float:
     return (time.monotonic() - start) / 60
 
 
-def newest(root: Path) -> Path:
-    return max((p for p in root.iterdir() if (p / "metrics.json").is_file()),
-               key=lambda p: p.stat().st_mtime)
-
-
 def benchmark_overrides(cfg) -> list[str]:
     """uniner-eval overrides that ask exactly the queries the training run was tested on."""
     bench = cfg.benchmark

@@ -266,9 +266,7 @@ def _plain(node):
 
 
 def _backbone_files(backbone: Mapping) -> None:
-    if is_gguf(backbone.get("path")):
-        locate(backbone["path"])
-    elif backbone.get("path") is not None:
+    if backbone.get("path") is not None:  # a directory, a GGUF file or a hub id
         check_model("backbone.path", backbone["path"])
     tokenizer = backbone.get("tokenizer")
     if is_gguf(tokenizer) and tokenizer != backbone.get("path"):

@@ -29,6 +29,7 @@ def build_loggers(cfg: DictConfig, job_type: str | None = None) -> list:
     loggers, extra = [], {}
     for c in (cfg.get("logger") or {}).values():
         if c and str(c.get("_target_", "")).endswith("WandbLogger"):
+            quiet_wandb()
             kwargs, extra = wandb_identity(cfg, c)
             loggers.append(without_anonymous(
                 instantiate(c, **kwargs, **({"job_type": job_type} if job_type else {}))))
@@ -70,6 +71,7 @@ def wandb_logger(save_dir: str | Path, **kwargs):
     `logger=wandb`); `kwargs` go to `wandb.init` (project, group, job_type, config ...)."""
     from pytorch_lightning.loggers import WandbLogger
 
+    quiet_wandb()
     return without_anonymous(WandbLogger(save_dir=str(save_dir), offline=config.wandb_offline(),
                                          **kwargs))
 
@@ -84,7 +86,6 @@ def quiet_wandb() -> None:
 def without_anonymous(logger):
     """Lightning's WandbLogger passes `anonymous=None` to `wandb.init`, a setting W&B deprecated
     (it warns "The anonymous setting has no effect"): drop it before the run starts."""
-    quiet_wandb()
     init = getattr(logger, "_wandb_init", None)
     if isinstance(init, dict) and init.get("anonymous") is None:
         init.pop("anonymous", None)

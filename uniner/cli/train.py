@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from uniner import config
-from uniner.cli.checks import check_train
+from uniner.cli.checks import check_train, last_checkpoint
 from uniner.cli.entry import run_tool, tool
 from uniner.config import CONF_DIR
 from uniner.errors import ConfigError
@@ -165,8 +165,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="{epoch}", save_last=True,
                                  monitor=monitor, mode=cfg.checkpoint.mode, save_top_k=keep,
                                  enable_version_counter=False)
-    keep_last = KeepLast(out / "checkpoints" / "last.ckpt", cfg.checkpoint.every_minutes,
-                         resume_command(out))
+    last = last_checkpoint()
+    keep_last = KeepLast(last, cfg.checkpoint.every_minutes, resume_command(out))
     loggers = build_loggers(cfg)
     # no held-out passages: no validation loop (rather than an empty one Lightning warns about)
     no_val = {} if datamodule.val_passages else {"limit_val_batches": 0}
@@ -176,7 +176,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                       callbacks=[checkpoint, keep_last, *bars, *free_core_callbacks(
                                           cfg.trainer.get("accelerator", "auto"))], **no_val)
     try:
-        resume = out / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else cfg.ckpt_path
+        resume = last if cfg.ckpt_path == "last" else cfg.ckpt_path
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         except SystemExit:  # Lightning's answer to Ctrl-C, after KeepLast saved and said so

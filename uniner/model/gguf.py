@@ -102,5 +102,8 @@ def local_dir(path: str | None) -> str | None:
     model.config.name_or_path = str(out)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.rename(out) if not out.exists() else shutil.rmtree(tmp)  # a parallel run may have won
+    if out.exists():  # a parallel run got there first
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(out)
     return str(out)
