@@ -98,7 +98,8 @@ def test_a_few_steps_turn_prose_into_lists_and_the_export_holds_them(smol, tmp_p
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "uniner.cli.train", "backbone=smollm2-135m", "logger=none",
-         "trainer.max_steps=8", "data.batch_size=4", "benchmark.max_sentences=4",
+         "trainer.max_steps=8", "data.batch_tokens=null", "data.batch_size=4",
+         "benchmark.max_sentences=4",
          f"hydra.run.dir={run}"], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     model, tokenizer = load_trained(run / "export", device="cpu", dtype="fp32")
