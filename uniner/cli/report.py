@@ -7,8 +7,10 @@ and one self-contained HTML page, read from its multirun directory or its W&B gr
 One row per variant (the swept values but the seed), one column per benchmark dataset plus Avg,
 each cell the mean ± sample std over the variant's runs (seeds), one table and plot per metric
 (F1, the empty-query FP rate, the empty-query malformed rate); on the negative-sampling ablation
-also the reference rows and the FP ordering in words, and how to rerun the sweep (command, W&B
-group, each variant's config); see `uniner.evaluation.tables`.
+also the reference rows and the orderings of F1 and FP in words, and how to rerun the sweep
+(command, W&B group, each variant's config). `baselines=[<run dir>, ...]` adds finished runs
+outside the sweep as rows (the untuned base: the sweep's command with `trainer.max_steps=0`).
+See `uniner.evaluation.tables`.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from uniner.evaluation.sweeps import (
     Run,
     label,
     latest_sweep,
+    load_baseline,
     load_sweep_dir,
     load_wandb_group,
     sweep_provenance,
+    variant,
 )
 from uniner.evaluation.tables import (
     AVG,
@@ -38,7 +42,7 @@ from uniner.evaluation.tables import (
     find_ablation,
     header,
     mean_std,
-    ordering_verdict,
+    ordering_verdicts,
     text_rows,
     write_report,
 )
@@ -66,6 +70,11 @@ def report(cfg: DictConfig) -> dict[str, Path]:
         provenance = None
     if not runs:
         raise RuntimeError(f"{source}: no finished runs with test metrics")
+    key = next(iter(variant(runs[0].values, list(cfg.average_over))), None)
+    for run_dir in cfg.baselines or []:
+        if key is None:
+            raise ConfigError("baselines: the sweep varies no key to label a baseline row with")
+        runs.append(load_baseline(run_dir, key))
     run_directory(out)
     missing = sorted({m for r in runs for m in r.missing})
     if missing:
@@ -109,8 +118,8 @@ def run_caveats(runs: list[Run]) -> list[str]:
     if steps:
         notes.append(f"smoke-sized runs: trained {', '.join(map(str, sorted(steps)))} steps "
                      "(trainer.max_steps); these numbers check the pipeline, not the recipe")
-    broken = sorted({label(r.values) for r in runs if r.scores.get("average", {}).get(
-        "empty_query_malformed_rate", 0) >= 0.5})
+    broken = sorted({label(variant(r.values), r.baseline) for r in runs if r.scores.get(
+        "average", {}).get("empty_query_malformed_rate", 0) >= 0.5})
     if broken:
         notes.append("mostly malformed answers (>= 50% of the empty queries) in "
                      f"{', '.join(broken)}: the official parser reads them as [], so their FP "
@@ -134,7 +143,7 @@ def _summary_run_settings(cfg: DictConfig, runs: list[Run], provenance=None) -> 
 def log_to_wandb(tables: list[Table], paths: dict[str, Path], settings: dict, source: str,
                  scale: float, digits: int) -> None:
     """The tables, plots and page as a `report` run of the sweep's group; on a known ablation
-    also its ordering verdict (`report/ordering`, `report/ordering_holds`)."""
+    also its ordering verdicts (`report/ordering/<metric>`, `.../holds`, `.../in_order`)."""
     import wandb
 
     logger = wandb_logger(paths["md"].parent, project=settings.get("project") or "uniner",
@@ -153,14 +162,13 @@ def log_to_wandb(tables: list[Table], paths: dict[str, Path], settings: dict, so
         for table in tables:  # the averages as summary numbers, one per variant and metric
             for row in table.rows:
                 mean, _ = mean_std(row.cells[AVG])
+                name = label(row.values, row.baseline)
                 if mean is not None:
-                    run.summary[f"report/{label(row.values)}/avg_{table.metric}"] = mean
-        ablation = find_ablation(tables)
-        ordered = next((t for t in tables if ablation and t.metric == ablation.metric), None)
-        if ordered is not None:
-            verdict = ordering_verdict(ordered, ablation, scale, digits)
-            run.summary["report/ordering"] = verdict.text.replace("**", "")
-            run.summary["report/ordering_holds"] = verdict.holds
+                    run.summary[f"report/{name}/avg_{table.metric}"] = mean
+        for verdict in ordering_verdicts(tables, find_ablation(tables), scale, digits):
+            run.summary[f"report/ordering/{verdict.metric}"] = verdict.text.replace("**", "")
+            run.summary[f"report/ordering/{verdict.metric}/holds"] = verdict.holds
+            run.summary[f"report/ordering/{verdict.metric}/in_order"] = verdict.in_order
     finally:
         finish([logger])
 

@@ -89,6 +89,8 @@ def resume_command(out: Path) -> str:
     return shlex.join(["uniner-train", *task, f"hydra.run.dir={out}", "ckpt_path=last"])
 
 
+UNTUNED = ("trainer.max_steps=0: {backbone} as it came, untuned, on the run's own queries and "
+           "prompt (uniner-report baselines=[<this run>] shows it beside a sweep)")
 # printed after the table of a run tested on the very sample it trained on (the default run)
 LEARNED_BY_HEART = ("learned by heart on the 48 sample passages (F1 {f1:.2f}): this proves the "
                     "pipeline, not generalisation")
@@ -107,6 +109,8 @@ def closing_lines(cfg: DictConfig, results: dict[str, dict]) -> list[str]:
     datasets = [m for name, m in results.items() if name != "average"]
     empty, queries = (sum(m.get(key, 0) for m in datasets) for key in ("empty_queries", "queries"))
     lines = [f"empty queries: {empty} of {queries} (the empty-query FP rate's base)"]
+    if cfg.trainer.get("max_steps") == 0:  # a baseline row: uniner-report baselines=[<run>]
+        return [*lines, UNTUNED.format(backbone=cfg.backbone.get("name"))]
     if cfg.data.get("name") == "sample" and cfg.benchmark.get("name") == "sample":
         average = results.get("average", {})
         f1 = average.get("f1", 0.0)

@@ -71,7 +71,10 @@ def variant(run_values: Mapping[str, Any], averaged: Sequence[str] = AVERAGED) -
     return {k: v for k, v in run_values.items() if k not in averaged}
 
 
-def label(run_values: Mapping[str, Any]) -> str:
+def label(run_values: Mapping[str, Any], baseline: bool = False) -> str:
+    """`sampling=none seed=1`; a baseline row is called by its value alone."""
+    if baseline:
+        return " ".join(map(str, run_values.values()))
     return " ".join(f"{k}={v}" for k, v in run_values.items()) or "all runs"
 
 
@@ -112,6 +115,7 @@ class Run:
     missing: list[str] = field(default_factory=list)  # benchmark files the run did not find
     wandb: dict | None = None  # project, entity, group where the run logged to W&B
     config: Path | None = None  # the job's resolved-at-launch config (`.hydra/config.yaml`)
+    baseline: bool = False  # a run outside the sweep, shown beside it (`load_baseline`)
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -161,6 +165,38 @@ def load_sweep_dir(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
             wandb=_wandb_settings(job_cfg, hydra_cfgs[p], root),
             config=p / ".hydra" / "config.yaml"))
     return runs, notes
+
+
+def baseline_label(job_cfg: dict, run_dir: Path) -> str:
+    """What a baseline row is called: `untuned <backbone>` for a `uniner-train` run of 0 steps
+    (the sweep's own recipe and queries on the backbone as it came), else the run's checkpoint
+    or folder name; with its prompt style."""
+    trainer, backbone = job_cfg.get("trainer") or {}, job_cfg.get("backbone") or {}
+    if trainer.get("max_steps") == 0 and backbone.get("name"):
+        name = f"untuned {backbone['name']}"
+    elif job_cfg.get("checkpoint"):  # uniner-eval
+        name = Path(str(job_cfg["checkpoint"]).split("/")[-1]).stem
+    else:
+        name = run_dir.name
+    prompt = job_cfg.get("prompt")
+    return f"{name} (prompt={prompt})" if prompt else name
+
+
+def load_baseline(run_dir: str | Path, key: str) -> Run:
+    """A finished `uniner-train` or `uniner-eval` run as a row of a sweep's tables: its scores
+    under the value `baseline_label(...)` of the sweep's first key."""
+    root = Path(run_dir)
+    metrics_file = root / "metrics.json"
+    if not metrics_file.is_file():
+        raise MissingFileError(f"baselines: {root}: no metrics.json (not a finished uniner-train "
+                               "or uniner-eval run)")
+    metrics = json.loads(metrics_file.read_text())
+    scores = metrics.get("test") or {k: v for k, v in metrics.items()
+                                     if isinstance(v, dict) and "f1" in v}  # uniner-eval's
+    job_cfg = _load(root / ".hydra" / "config.yaml")
+    return Run(name=str(root), values={key: baseline_label(job_cfg, root)}, scores=scores,
+               datasets=_dataset_names(job_cfg), missing=list(metrics.get("missing") or []),
+               config=root / ".hydra" / "config.yaml", baseline=True)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from uniner.evaluation.sweeps import AVERAGED, Provenance, Run, label, variant
 class Row:
     values: dict[str, Any]  # the variant's swept values
     cells: dict[str, list[float]]  # column -> one value per run
+    baseline: bool = False  # a run outside the sweep (the untuned base), not a variant
 
     @property
     def runs(self) -> int:
@@ -49,14 +50,17 @@ class Reference:
     values: dict[str, float]  # the ablated key's value -> the average
 
 
+RISES, FALLS = "rises", "falls"  # how a metric is expected to move along an ablation's order
+
+
 @dataclass(frozen=True)
 class Ablation:
     """An ablation the report recognises: a sweep over `key` with (at least) the values of
-    `order`, whose `metric` is expected to decrease along `order`; reference rows per metric."""
+    `order`, along which each metric of `expected` rises or falls; reference rows per metric."""
 
     key: str
     order: tuple[str, ...]
-    metric: str
+    expected: dict[str, str]  # metric -> RISES or FALLS along `order`
     references: dict[str, Reference]
 
     def applies(self, table: Table) -> bool:
@@ -68,7 +72,8 @@ class Ablation:
 # average of the 7 zero-shot sets); the paper gives no FP rates: those are the 58M-student
 # measurement of DESIGN.md, labelled as such.
 NEGATIVE_SAMPLING = Ablation(
-    "sampling", ("none", "uniform", "frequency"), "empty_query_fp_rate",
+    "sampling", ("none", "uniform", "frequency"),
+    {"f1": RISES, "empty_query_fp_rate": FALLS},
     {"f1": Reference("paper (UniNER-7B, avg of 7 zero-shot sets)",
                      {"none": 31.5, "uniform": 47.7, "frequency": 53.4}),
      "empty_query_fp_rate": Reference("58M student from scratch, 2,000 Pile-NER passages "
@@ -79,10 +84,12 @@ ABLATIONS = (NEGATIVE_SAMPLING,)
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether a table's Avg of `ablation.metric` decreases along `ablation.order` by more than
-    the seeds' spread, in words."""
+    """Whether a table's Avg moves along `ablation.order` as expected by more than the seeds'
+    spread (`holds`), whether its means are at least in that order (`in_order`), in words."""
 
+    metric: str
     holds: bool
+    in_order: bool
     text: str
 
 
@@ -92,40 +99,60 @@ RULE = ("holds iff each gap between consecutive strategies' mean Avg exceeds the
 
 def ordering_verdict(table: Table, ablation: Ablation, scale: float = 100,
                      digits: int = 1) -> Verdict:
-    """The expected ordering of `ablation.metric` (Avg column): holds iff for each consecutive
-    pair (a, b) of `ablation.order`, mean(a) - mean(b) > std(a) and > std(b) (fewer than 2
-    runs: no std, so it cannot hold)."""
+    """The expected ordering of `table.metric` (Avg column): holds iff for each consecutive
+    pair (a, b) of `ablation.order` the step from a to b goes the expected way by more than
+    std(a) and std(b). With fewer than 2 runs a strategy there is no spread: the means may be
+    in order, but the ordering cannot hold."""
+    rises = ablation.expected[table.metric] == RISES
     rows = {str(row.values.get(ablation.key)): row for row in table.rows}
     stats = {v: mean_std(rows[v].cells[AVG]) if v in rows else (None, None)
              for v in ablation.order}
-    name = LABELS.get(ablation.metric, ablation.metric)
-    expected = " > ".join(ablation.order)
+    name = LABELS.get(table.metric, table.metric)
+    expected = (" < " if rises else " > ").join(ablation.order)
 
     def shown(v: str) -> str:
         mean, std = stats[v]
         return f"{v} " + ("—" if mean is None else f"{mean * scale:.{digits}f}" + (
             "" if std is None else f" ± {std * scale:.{digits}f}"))
 
-    reasons = []
+    reasons, gaps, in_order = [], [], True
     for a, b in zip(ablation.order, ablation.order[1:]):
         (ma, sa), (mb, sb) = stats[a], stats[b]
         if ma is None or mb is None:
             reasons.append(f"{a if ma is None else b} has no runs")
+            in_order = False
             continue
+        gap = (mb - ma) if rises else (ma - mb)
+        step = f"{b} - {a}" if rises else f"{a} - {b}"
+        gaps.append(f"{step} = {gap * scale:.{digits}f}")
+        in_order = in_order and gap > 0
         if sa is None or sb is None:
             reasons.append(f"{a} vs {b}: fewer than 2 runs, no spread to beat")
-            continue
-        gap, need = ma - mb, max(sa, sb)
-        if not gap > need:
-            reasons.append(f"{a} - {b} = {gap * scale:.{digits}f} (needs > "
-                           f"{need * scale:.{digits}f})")
+        elif not gap > max(sa, sb):
+            reasons.append(f"{step} = {gap * scale:.{digits}f} (needs > "
+                           f"{max(sa, sb) * scale:.{digits}f})")
     holds = not reasons
-    numbers = ", ".join(shown(v) for v in ablation.order)
-    verdict = "holds" if holds else "does not hold"
-    text = (f"Ordering of the average {name} {expected}: **{verdict}**"
-            f" ({numbers}; mean ± std over seeds" + ("" if holds else "; " + "; ".join(reasons))
-            + f"). Rule: {RULE}.")
-    return Verdict(holds, text)
+    spreadless = in_order and all("no spread" in r for r in reasons)
+    verdict = ("holds" if holds else "means in this order, gaps not judged" if spreadless
+               else "does not hold")
+    detail = [", ".join(shown(v) for v in ablation.order) + "; mean ± std over seeds"]
+    if spreadless:
+        detail.append("; ".join(gaps) + "; one run a strategy: no spread over seeds to judge "
+                      "the gaps against")
+    elif not holds:
+        detail.append("; ".join(reasons))
+    text = (f"Ordering of the average {name} {expected}: **{verdict}** ({'; '.join(detail)})."
+            f" Rule: {RULE}.")
+    return Verdict(table.metric, holds, in_order, text)
+
+
+def ordering_verdicts(tables: list[Table], ablation: Ablation | None, scale: float = 100,
+                      digits: int = 1) -> list[Verdict]:
+    """The verdict of each table whose metric the ablation orders, in the tables' order."""
+    if ablation is None:
+        return []
+    return [ordering_verdict(t, ablation, scale, digits) for t in tables
+            if t.metric in ablation.expected]
 
 
 def find_ablation(tables: list[Table], ablations=ABLATIONS) -> Ablation | None:
@@ -154,7 +181,7 @@ def build_table(runs: list[Run], metric: str = "f1", average_over=AVERAGED) -> T
     for r in runs:
         values = variant(r.values, average_over)
         key = tuple((k, str(v)) for k, v in values.items())
-        row = rows.setdefault(key, Row(values, {c: [] for c in [*columns, AVG]}))
+        row = rows.setdefault(key, Row(values, {c: [] for c in [*columns, AVG]}, r.baseline))
         for c in [*columns, AVG]:
             value = (r.scores.get(c) or {}).get(metric)
             if value is not None:
@@ -261,7 +288,7 @@ def plot(table: Table, path: Path, scale: float = 100, title: str = "",
         xs = [g - 0.4 + width * (i + 0.5) for g in range(n_groups)]
         color = colors[i % len(colors)]
         bars = ax.bar(xs, means, width, yerr=spread, capsize=2, color=color, zorder=2,
-                      label=label(row.values))
+                      label=label(row.values, row.baseline))
         bars[-1].set_edgecolor("black")  # the average
         bars[-1].set_linewidth(1.5)
         ax.annotate(f"{means[-1]:.1f}", (xs[-1], means[-1] + spread[1][-1]), ha="center",
@@ -309,7 +336,7 @@ def _html_table(table: Table, scale: float, digits: int, reference: list[str] | 
 
 def to_html(tables: list[Table], pngs: list[Path], runs: list[Run], title: str,
             notes: list[str], scale: float = 100, digits: int = 1, *,
-            ablation: Ablation | None = None, verdict: Verdict | None = None,
+            ablation: Ablation | None = None, verdicts: list[Verdict] = (),
             provenance: Provenance | None = None, out: Path | None = None) -> str:
     """One self-contained page: the verdict, the tables (with reference rows), the plots
     (embedded, side by side), how to rerun (command, W&B group, each variant's config, collapsed),
@@ -322,7 +349,7 @@ def to_html(tables: list[Table], pngs: list[Path], runs: list[Run], title: str,
              "tr.ref td{font-style:italic;color:#555}.plots img{max-width:49%}"
              "pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:30em}</style></head>"
              f"<body><h1>{esc(title)}</h1>"]
-    if verdict is not None:
+    for verdict in verdicts:
         parts.append(f"<p class='verdict'><b>{esc(verdict.text.replace('**', ''))}</b></p>")
     for table in tables:
         ref = ablation.references.get(table.metric) if ablation else None
@@ -353,7 +380,7 @@ def to_html(tables: list[Table], pngs: list[Path], runs: list[Run], title: str,
         f1 = (r.scores.get(AVG) or {}).get("f1")
         shown = "—" if f1 is None else f"{f1 * scale:.{digits + 1}f}"
         parts.append(f"<tr><td class='k'>{esc(r.name)}</td><td class='k'>"
-                     f"{esc(label(r.values))}</td><td>{shown}</td></tr>")
+                     f"{esc(label(r.values, r.baseline))}</td><td>{shown}</td></tr>")
     parts.append("</table>")
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes)
@@ -383,11 +410,9 @@ def write_report(runs: list[Run], tables: list[Table], out: Path, *, title: str,
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"report.{k}" for k in ("md", "csv", "png", "html")}
     ablation = find_ablation(tables)
-    ordered = next((t for t in tables if ablation and t.metric == ablation.metric), None)
-    verdict = ordering_verdict(ordered, ablation, scale, digits) if ordered else None
+    verdicts = ordering_verdicts(tables, ablation, scale, digits)
     md = [f"# {title}\n", f"{len(runs)} runs from `{source}`.\n"]
-    if verdict is not None:
-        md.append(f"\n{verdict.text}\n")
+    md += [f"\n{v.text}\n" for v in verdicts]
     for t in tables:
         ref = ablation.references.get(t.metric) if ablation else None
         md += [f"\n## {LABELS.get(t.metric, t.metric)}\n\n",
@@ -415,6 +440,6 @@ def write_report(runs: list[Run], tables: list[Table], out: Path, *, title: str,
     write_csv(tables[0], paths["csv"], scale)
     write_runs_csv(runs, [t.metric for t in tables], out / "runs.csv")
     paths["html"].write_text(to_html(tables, pngs, runs, title, notes, scale, digits,
-                                     ablation=ablation, verdict=verdict, provenance=provenance,
+                                     ablation=ablation, verdicts=verdicts, provenance=provenance,
                                      out=out))
     return paths
