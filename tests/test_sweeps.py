@@ -20,8 +20,9 @@ from wandb_offline import read_wandb_run
 
 from uniner.cli.report import report
 from uniner.evaluation import sweeps
+from uniner.evaluation.report_files import to_markdown
 from uniner.evaluation.sweeps import latest_sweep, load_sweep_dir, runs_from_wandb
-from uniner.evaluation.tables import build_table, to_markdown
+from uniner.evaluation.tables import build_table
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -190,8 +191,8 @@ def test_report_states_the_ordering_that_holds(tmp_path):
         "| none | 85.0 ± 5.0 | 85.0 ± 5.0 | — | **85.0 ± 5.0** | 3 |",
         "| uniform | 55.0 ± 5.0 | 55.0 ± 5.0 | — | **55.0 ± 5.0** | 3 |",
         "| frequency | 25.0 ± 5.0 | 25.0 ± 5.0 | — | **25.0 ± 5.0** | 3 |",
-        "| *58M student from scratch, 2,000 Pile-NER passages (DESIGN.md; not in the paper)* "
-        "| — | — | — | none 92 / uniform 61 / frequency 29 | — |"]
+        "| *58M student from scratch, 2,000 Pile-NER passages (the project's design notes; not in "
+        "the paper)* | — | — | — | none 92 / uniform 61 / frequency 29 | — |"]
     assert ("Ordering of the average empty-query FP rate none > uniform > frequency: "
             "**holds** (none 85.0 ± 5.0, uniform 55.0 ± 5.0, frequency 25.0 ± 5.0;") in md
     assert "Rule: holds iff each gap" in md
@@ -265,8 +266,8 @@ def test_report_states_the_f1_ordering(tmp_path):
 
 
 def test_one_seed_states_the_order_of_the_means_without_judging_it():
+    from uniner.evaluation.ablations import NEGATIVE_SAMPLING, ordering_verdict
     from uniner.evaluation.sweeps import Run
-    from uniner.evaluation.tables import NEGATIVE_SAMPLING, ordering_verdict
 
     runs = [Run(s, {"sampling": s, "seed": 1}, {"average": {"f1": v}})
             for s, v in zip(SAMPLINGS, (0.168, 0.197, 0.265))]
@@ -310,8 +311,8 @@ def test_a_baseline_run_is_a_row_beside_the_variants(tmp_path):
 
 
 def test_ordering_verdict_needs_the_seeds_spread():
+    from uniner.evaluation.ablations import NEGATIVE_SAMPLING, ordering_verdict
     from uniner.evaluation.sweeps import Run
-    from uniner.evaluation.tables import NEGATIVE_SAMPLING, ordering_verdict
 
     runs = [Run(s, {"sampling": s, "seed": 1}, {"average": {"empty_query_fp_rate": v}})
             for s, v in zip(SAMPLINGS, (0.9, 0.6, 0.3))]
@@ -460,7 +461,7 @@ def test_a_dataset_outside_the_average_is_marked_in_the_header():
                 {"crossner_ai": {"f1": 0.5}, "heldout": {"f1": 0.1, "in_average": False},
                  "average": {"f1": 0.5}}) for seed in (1, 2)]
     md = to_markdown(build_table(runs))
-    assert "| heldout (not in Avg) | Avg |" in md and "| crossner_ai |" in md
+    assert "| heldout (not in the average) | Avg |" in md and "| crossner_ai |" in md
 
 
 def test_the_report_says_when_runs_are_smoke_sized_or_malformed(tmp_path):

@@ -10,7 +10,8 @@ each cell the mean ± sample std over the variant's runs (seeds), one table and 
 also the reference rows and the orderings of F1 and FP in words, and how to rerun the sweep
 (command, W&B group, each variant's config). `baselines=[<run dir>, ...]` adds finished runs
 outside the sweep as rows (the untuned base: the sweep's command with `trainer.max_steps=0`).
-See `uniner.evaluation.tables`.
+The table is `uniner.evaluation.tables`, the reference rows and verdicts
+`uniner.evaluation.ablations`, the files `uniner.evaluation.report_files`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from uniner import config
 from uniner.cli.entry import tool, user_errors
 from uniner.cli.loggers import finish, wandb_logger
 from uniner.errors import ConfigError
+from uniner.evaluation.ablations import find_ablation, ordering_verdicts
+from uniner.evaluation.report_files import write_report
+from uniner.evaluation.scoring import AVERAGE
 from uniner.evaluation.sweeps import (
     Run,
     label,
@@ -35,17 +39,7 @@ from uniner.evaluation.sweeps import (
     sweep_provenance,
     variant,
 )
-from uniner.evaluation.tables import (
-    AVG,
-    Table,
-    build_table,
-    find_ablation,
-    header,
-    mean_std,
-    ordering_verdicts,
-    text_rows,
-    write_report,
-)
+from uniner.evaluation.tables import Table, build_table, header, mean_std, text_rows
 from uniner.progress import run_directory
 
 log = logging.getLogger(__name__)
@@ -161,7 +155,7 @@ def log_to_wandb(tables: list[Table], paths: dict[str, Path], settings: dict, so
                  "report/page": wandb.Html(paths["html"].read_text())})
         for table in tables:  # the averages as summary numbers, one per variant and metric
             for row in table.rows:
-                mean, _ = mean_std(row.cells[AVG])
+                mean, _ = mean_std(row.cells[AVERAGE])
                 name = label(row.values, row.baseline)
                 if mean is not None:
                     run.summary[f"report/{name}/avg_{table.metric}"] = mean

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 METRICS = ("uniner", "strict", "both")
 AVERAGE = "average"  # metrics.json's name of the benchmark average; `<prefix>/avg/...` logged
+OUTSIDE_AVERAGE = "(not in the average)"  # marks a dataset scored beside it (eval and report)
 SUMMARY_KEYS = ("metric", "per_domain", "counts", "missing")  # metrics.json beside the datasets
 _MEANS = ("f1", "precision", "recall")
 
@@ -123,7 +124,7 @@ def results_table(results: dict[str, dict], missing: list[str] | tuple = ()) -> 
              "|---|---:|" + "---:|" * len(REPORTED) + ("---:|" if strict else "")]
     for name, m in results.items():
         label = f"**{name}**" if name == AVERAGE else name if m.get("in_average", True) \
-            else f"{name} (not in the average)"
+            else f"{name} {OUTSIDE_AVERAGE}"
         row = (f"| {label} | {m.get('queries', '')} | "
                + " | ".join(r.cell(m) for r in REPORTED) + " |")
         if strict:

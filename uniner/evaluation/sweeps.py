@@ -5,7 +5,7 @@ A key is swept when the sweep definition gives it more than one value: `hydra.sw
 (experiment and sweep configs) plus the command line of the launch, which Hydra's basic sweeper
 saves as `<sweep_dir>/multirun.yaml`. Later definitions win, as in the basic sweeper.
 `uniner.cli.loggers` gives a multirun job these values as W&B group, tags and config keys;
-`uniner.evaluation.tables` builds the report of the runs.
+`uniner.evaluation.tables` and `report_files` build the report of the runs.
 """
 
 from __future__ import annotations
