@@ -196,6 +196,7 @@ def test_report_states_the_ordering_that_holds(tmp_path):
     assert ("Ordering of the average empty-query FP rate none > uniform > frequency: "
             "**holds** (none 85.0 ± 5.0, uniform 55.0 ± 5.0, frequency 25.0 ± 5.0;") in md
     assert "Rule: holds iff each gap" in md
+    assert "no spread" not in md  # three seeds a strategy: the gaps were judged
     malformed = md.split("## empty-query malformed")[1].split("##")[0]
     assert "| none | 100.0 ± 0.0 |" in malformed and "| frequency | 0.0 ± 0.0 |" in malformed
     # rerunning: the command, the W&B group it would have, each variant's config

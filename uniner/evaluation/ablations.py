@@ -112,7 +112,7 @@ def ordering_verdict(table: Table, ablation: Ablation, scale: float = 100,
             reasons.append(f"{step} = {gap * scale:.{digits}f} (needs > "
                            f"{max(sa, sb) * scale:.{digits}f})")
     holds = not reasons
-    spreadless = in_order and all("no spread" in r for r in reasons)
+    spreadless = in_order and bool(reasons) and all("no spread" in r for r in reasons)
     verdict = ("holds" if holds else "means in this order, gaps not judged" if spreadless
                else "does not hold")
     detail = [", ".join(shown(v) for v in ablation.order) + "; mean ± std over seeds"]
