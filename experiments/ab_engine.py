@@ -7,11 +7,11 @@ before/after on a loaded machine, where separate runs see different loads.
 
 Modes: `base` (`uniner/inference/engine.py` at `--base-rev`, imported by path), `new` (this
 checkout's, its CPU default: no refill), `new-refill` (with `refill=True`, its default on a
-GPU; with `--stopping` only), `gen32` (`generate_answers`, 32 rows). The tiny random-init
-backbone, fp32, one thread. Without `--stopping` every mode decodes exactly `--max-new-tokens`
-(as `bench_extract.py`); with it the output rows of EOS and of the `]` tokens are rescaled (as
-tests/test_extract.py) so that answers end at different lengths, as a trained model's do, and
-the engines stop rows at EOS or `]`.
+GPU; with `--stopping` only), `gen32` (`generate_answers` of tests/reference_generate.py, 32
+rows). The tiny random-init backbone, fp32, one thread. Without `--stopping` every mode decodes
+exactly `--max-new-tokens` (as `bench_extract.py`); with it the output rows of EOS and of the
+`]` tokens are rescaled (as tests/test_extract.py) so that answers end at different lengths, as
+a trained model's do, and the engines stop rows at EOS or `]`.
 """
 
 from __future__ import annotations
@@ -29,15 +29,16 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+EXPERIMENTS = Path(__file__).resolve().parent
+sys.path[:0] = [str(EXPERIMENTS), str(EXPERIMENTS.parent / "tests")]  # bench_extract, the reference
 
 from bench_extract import DATA, build_model, compose_node  # noqa: E402
+from reference_generate import generate_answers  # noqa: E402
 
 from uniner.data.datasets import dataset_entries  # noqa: E402
 from uniner.evaluation.benchmark import dataset_queries  # noqa: E402
 from uniner.inference.engine import Engine  # noqa: E402
 from uniner.inference.planner import closing_token_ids, encode_queries  # noqa: E402
-from uniner.inference.query_answers import generate_answers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ Queries: the first `--sentences` sentences of a CrossNER test split (`$UNINER_DA
 of that dataset, rendered with the training template. Modes:
   (a) one query per `model.generate` call, as the official `hf.py` path (on the first
       `--single-queries` queries only: it is slow);
-  (b) `generation.generate_answers`, plain batched `generate` (left-padded, length-sorted), at
-      each of `--generate-batch-sizes`;
+  (b) `generate_answers` (tests/reference_generate.py), plain batched `generate` (left-padded,
+      length-sorted), at each of `--generate-batch-sizes`;
   (c) `engine.Engine` (shared passage prefixes, token-budget batches).
 Random weights never stop on their own, so every mode decodes exactly `--new-tokens` tokens (no
 EOS, no `]` stop). (b) and (c) must give the same answers; the share that do is reported.
@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -44,8 +45,10 @@ from uniner.data.datasets import dataset_entries
 from uniner.evaluation.benchmark import dataset_queries, load_benchmark
 from uniner.inference.engine import Engine
 from uniner.inference.planner import common_prefix_length, encode_queries
-from uniner.inference.query_answers import generate_answers
 from uniner.model.backbone import build_tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_generate import generate_answers  # noqa: E402
 
 ZERO_SHOT_QUERIES = 71_139  # the 7 zero-shot test sets' sentences x types (benchmark=zero_shot)
 DATA = Path(os.environ.get("UNINER_DATA", "../shared/data"))
@@ -117,7 +120,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=12)
     ap.add_argument("--single-queries", type=int, default=60, help="queries timed in mode (a)")
     ap.add_argument("--generate-batch-sizes", default="32,256",
-                    help="mode (b) batch sizes; 32 is generation.generate_answers' default")
+                    help="mode (b) batch sizes; 32 is generate_answers' default")
     ap.add_argument("--batch-tokens", type=int, default=65536)
     ap.add_argument("--batch-rows", type=int, default=512)
     ap.add_argument("--threads", type=int, default=None,

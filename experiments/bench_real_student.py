@@ -21,6 +21,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,8 +54,11 @@ def answer_speed(export: str, sentences: int, batch_size: int) -> dict:
     from uniner.data.prompts import prompt_style
     from uniner.evaluation.benchmark import load_benchmark
     from uniner.inference.planner import encode_queries
-    from uniner.inference.query_answers import answer_queries, generate_answers
+    from uniner.inference.query_answers import answer_queries
     from uniner.model.export import load_trained
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from reference_generate import generate_answers
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("eval", [f"benchmark.max_sentences={sentences}",

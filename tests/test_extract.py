@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from reference_generate import ListClosed, generate_answers
 from transformers import StoppingCriteriaList
 
 from uniner import Extractor
@@ -25,7 +26,7 @@ from uniner.inference.engine import Engine
 from uniner.inference.extractor import Entity, ground_entities
 from uniner.inference.grammar import SpanListGrammar
 from uniner.inference.planner import closing_token_ids, encode_queries, plan_batches
-from uniner.inference.query_answers import ListClosed, answer_queries, generate_answers
+from uniner.inference.query_answers import answer_queries
 from uniner.model.backbone import build_backbone
 from uniner.model.export import export
 

@@ -1,16 +1,16 @@
 """The extraction engine: many (text, type) prompts answered at once around a KV cache.
 
-`Engine` decodes greedily, by hand: each text's prompt prefix once (`attention`), token-budget
-batches (`planner`); a row stops at the style's stop tokens or the first token holding `]` (the
-official parser reads up to it); finished rows leave the cache, and (refill) the plan's next texts
-join the rows still decoding. Answers equal one-query `model.generate` (tests/test_extract.py);
-`decoding="constrained"` masks the logits with `grammar.SpanListGrammar`.
+`Engine` decodes by hand: each text's prompt prefix once (`attention`), token-budget batches
+(`planner`); a `decoding.Decoder` chooses each row's next token and says where its answer ends
+(greedy: at the style's stop tokens or the first token holding `]`, as the official parser reads
+up to it; constrained: where `grammar.SpanListGrammar`'s list closes); finished rows leave the
+cache, and (refill) the plan's next texts join the rows still decoding. Greedy answers equal
+one-query `model.generate` (tests/test_extract.py).
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,18 +22,15 @@ from uniner.data.encoding import encode_prompt
 from uniner.data.prompts import PromptStyle, UniNER
 from uniner.errors import ConfigError
 from uniner.inference.attention import ATTENTION, SharedPrefix, buffer_cache, join_buffer_caches
-from uniner.inference.grammar import ConstrainedRow, SpanListGrammar, TokenTrie
-from uniner.inference.planner import (
-    Chunk,
-    closing_token_ids,
-    encode_queries,
-    left_pad,
-    plan_batches,
-)
+from uniner.inference.decoding import DECODERS, NO_TOKEN
+from uniner.inference.planner import Chunk, encode_queries, left_pad, plan_batches
 
-DECODINGS = ("greedy", "constrained")
+DECODINGS = tuple(DECODERS)
 BATCH_TOKENS = 65536  # KV slots per batch: 32 GiB of bf16 cache for LLaMA-7B
-BATCH_ROWS = 512
+BATCH_ROWS = 512  # rows per batch: a decode step reads the weights once for all of its rows
+MIN_REFILL_SHARE = 1 / 4  # of batch_rows: a prefill of fewer rows costs more than it fills
+COMPACT_SHARE = 1 / 4  # finished rows leave the batch at this share of it: leaving copies caches
+MAX_PREFIX_PADDING = 1 / 8  # per real token of a prefix run: past it, another pass costs less
 
 
 @dataclass
@@ -99,9 +96,7 @@ class Engine:
             else tokenizer.eos_token_id
         self.style = style or UniNER()
         self.stops = set(self.style.stop_ids(tokenizer))
-        self.closing = set(closing_token_ids(tokenizer))
-        self._trie: TokenTrie | None = None
-        self._allowed_cache: dict[str, dict] = {}  # text -> grammar state -> allowed ids
+        self._decoder = DECODERS[decoding](tokenizer, stops=self.stops, early_stop=early_stop)
         self.stats = dict.fromkeys(STATS, 0)
         # transformers 5.x renamed `past_key_values` to `cache` (the old name warns)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -131,9 +126,7 @@ class Engine:
             raise ValueError(f"{len(prompts)} prompts but {len(texts)} texts")
         if any(len(p) == 0 for p in prompts):
             raise ValueError("an empty prompt: nothing to condition the answer on")
-        if self.decoding == "constrained" and self._trie is None:
-            self._trie = TokenTrie(self.tokenizer)
-        self._allowed_cache.clear()
+        self._decoder.begin()
         self.stats = dict.fromkeys(STATS, 0)
         answers = [""] * len(prompts)
         was_training = self.model.training
@@ -166,8 +159,8 @@ class Engine:
 
     def _prefixes(self, prefixes: list[list[int]]):
         """The chunks' prefixes computed once each, in runs of similar length (left padding at
-        most ~1/8 of a run's slots: texts differ in length even within a sorted batch), then
-        left-padded into one cache of (chunks, kv heads, longest, head dim) per layer.
+        most `MAX_PREFIX_PADDING` of a run's tokens: texts differ in length even within a sorted
+        batch), then left-padded into one cache of (chunks, kv heads, longest, head dim) per layer.
         Returns (keys per layer, values per layer, mask (chunks, longest))."""
         device = self._device()
         width = max(map(len, prefixes))
@@ -176,14 +169,15 @@ class Engine:
             return [], [], mask
         order = sorted(range(len(prefixes)), key=lambda k: len(prefixes[k]))
         empty = [k for k in order if not prefixes[k]]  # one-token prompts: zeros, all masked
-        runs, run = [], []
+        runs, run, run_tokens = [], [], 0
         for k in order[len(empty):]:
-            longest = len(prefixes[k])
-            if run and 8 * longest * (len(run) + 1) > 9 * (
-                    sum(len(prefixes[j]) for j in run) + longest):
+            longest = len(prefixes[k])  # in length order: the run's longest if k joins it
+            padding = longest * (len(run) + 1) - (run_tokens + longest)
+            if run and padding > MAX_PREFIX_PADDING * (run_tokens + longest):
                 runs.append(run)
-                run = []
+                run, run_tokens = [], 0
             run.append(k)
+            run_tokens += longest
         runs.append(run)
         keys: list[list[torch.Tensor]] = [[] for _ in range(self._n_layers)]
         values: list[list[torch.Tensor]] = [[] for _ in range(self._n_layers)]
@@ -242,8 +236,8 @@ class Engine:
               live: int) -> list[Chunk]:
         """The next chunks of the plan that fit beside the `live` rows of `active`: `batch_rows`
         rows and `batch_tokens` KV slots (each prefix once; every row as wide as the widest).
-        None unless they are at least a quarter of `batch_rows` or the rest of the plan: a
-        prefill of a few rows would cost more than it fills."""
+        None beside live rows unless they are at least `MIN_REFILL_SHARE` of `batch_rows` or the
+        rest of the plan."""
         rows = live
         width = active.mask.shape[1] if active else 0
         prefix_slots = active.prefix.mask.numel() if active else 0
@@ -258,7 +252,8 @@ class Engine:
             taken.append(chunk)
             n_taken += len(chunk.rows)
             rows, width, prefix_slots = n, w, prefix_slots + chunk.prefix_len
-        if rows and live and len(taken) < len(queue) and 4 * n_taken < self.batch_rows:
+        if (rows and live and len(taken) < len(queue)
+                and n_taken < MIN_REFILL_SHARE * self.batch_rows):
             return []
         for _ in taken:
             queue.popleft()
@@ -292,23 +287,24 @@ class Engine:
 
     def _decode(self, plan: list[list[Chunk]], prompts, texts, answers: list[str],
                 progress: Callable[[int], None] | None) -> None:
-        """Greedy decoding of the plan's queries. Finished rows leave the batch once they are a
-        quarter of it; with refill, when a quarter of `batch_rows` is free, the plan's next
-        chunks are prefilled and join the rows still decoding (a batch is never held by its
-        slowest row)."""
+        """The plan's queries decoded: the decoder chooses each row's next token and says where
+        its answer ends (else `max_new_tokens` does). Finished rows leave the batch once they
+        are `COMPACT_SHARE` of it; with refill, when `MIN_REFILL_SHARE` of `batch_rows` is free,
+        the plan's next chunks are prefilled and join the rows still decoding (a batch is never
+        held by its slowest row)."""
         device = self._device()
         refill = device.type != "cpu" if self.refill is None else self.refill
         queue = deque(chunk for batch in plan for chunk in batch)
-        tokens: dict[int, list[int]] = {}
-        constrained: dict[int, ConstrainedRow] = {}
+        decoder = self._decoder
+        tokens: dict[int, list[int]] = {}  # each unfinished query's answer tokens so far
         active: _Active | None = None
         # bookkeeping in Python lists, one transfer a step: indexing a CUDA tensor row by row
         # would wait for the device at every row
         running: list[bool] = []
         while queue or active is not None:
             live = sum(running)
-            if queue and (active is None or refill
-                          and 4 * (self.batch_rows - live) >= self.batch_rows):
+            if queue and (active is None or refill and self.batch_rows - live
+                          >= MIN_REFILL_SHARE * self.batch_rows):
                 chunks = self._take(queue, prompts, active, live)
                 if chunks:
                     if active is not None and live < len(running):
@@ -316,32 +312,21 @@ class Engine:
                     new = self._prefill(chunks, prompts)
                     for q in new.queries:
                         tokens[q] = []
-                        if self.decoding == "constrained":
-                            constrained[q] = ConstrainedRow(SpanListGrammar(texts[q]))
+                        decoder.start(q, texts[q])
                     active = self._merge(active, new)
                     running = [True] * len(active.queries)
-            if self.decoding == "constrained":
-                next_ids = self._constrained_choice(active.logits, active.queries, running,
-                                                    constrained)
-            else:
-                next_ids = active.logits.argmax(-1)
+            next_ids = decoder.choose(active.logits, active.queries, running)
             done = 0
             for r, (q, token) in enumerate(zip(active.queries, next_ids.tolist())):
                 if not running[r]:
                     continue
-                if token < 0:  # the grammar allows no token: the answer ends here
-                    running[r] = False
-                else:
+                ended = token == NO_TOKEN  # no token allowed: the answer ends here
+                if not ended:
                     tokens[q].append(token)
-                    if self.decoding == "constrained":
-                        constrained[q].advance(self._trie.strings[token])
-                        running[r] = not constrained[q].done
-                    elif self.early_stop and (token in self.stops or token in self.closing):
-                        running[r] = False
-                    if len(tokens[q]) == self.max_new_tokens:
-                        running[r] = False
-                if not running[r]:
-                    answers[q] = self._answer(tokens.pop(q), constrained.pop(q, None))
+                    ended = decoder.advance(q, token) or len(tokens[q]) == self.max_new_tokens
+                if ended:
+                    running[r] = False
+                    answers[q] = decoder.answer(q, tokens.pop(q))
                     done += 1
             if progress is not None and done:
                 progress(done)
@@ -349,20 +334,25 @@ class Engine:
             if not live:
                 active = None
                 continue
-            if 4 * live <= 3 * len(running):  # drop finished rows from the cache
+            if len(running) - live >= COMPACT_SHARE * len(running):
                 keep = torch.tensor([r for r, alive in enumerate(running) if alive],
                                     device=device)
                 next_ids = next_ids[keep]
                 active = self._select(active, running)
                 running = [True] * live
-            self.stats["steps"] += 1
-            self.stats["decode_tokens"] += len(running)
-            a = active
-            a.mask = torch.cat([a.mask, a.mask.new_ones((len(running), 1))], dim=1)
-            a.logits, a.cache = self._forward(next_ids.clamp(min=0)[:, None],
-                                              a.mask[:, None, None, :], a.position[:, None],
-                                              a.cache, a.prefix)
-            a.position = a.position + 1
+            self._step(active, next_ids)
+
+    def _step(self, a: _Active, next_ids: torch.Tensor) -> None:
+        """One decode pass: each row of `a` takes its token of `next_ids` (a finished row's,
+        maybe `NO_TOKEN`, is any valid id: its answer is already read)."""
+        rows = len(a.queries)
+        self.stats["steps"] += 1
+        self.stats["decode_tokens"] += rows
+        a.mask = torch.cat([a.mask, a.mask.new_ones((rows, 1))], dim=1)
+        a.logits, a.cache = self._forward(next_ids.clamp(min=0)[:, None],
+                                          a.mask[:, None, None, :], a.position[:, None],
+                                          a.cache, a.prefix)
+        a.position = a.position + 1
 
     def _select(self, a: _Active, running: list[bool]) -> _Active:
         """`a` with only its running rows (their cache compacted; the prefixes stay)."""
@@ -372,28 +362,3 @@ class Engine:
         a.prefix.select(index)
         return _Active(a.logits[index], a.cache, a.prefix, a.mask[index], a.position[index],
                        [a.queries[r] for r in keep], [a.chunks[r] for r in keep])
-
-    def _answer(self, tokens: list[int], constrained: ConstrainedRow | None) -> str:
-        if constrained is not None:
-            return constrained.answer()
-        return self.tokenizer.decode(tokens[:-1] if tokens and tokens[-1] in self.stops
-                                     else tokens, skip_special_tokens=True).strip()
-
-    def _constrained_choice(self, logits, live: list[int], running: list[bool],
-                            rows: dict[int, ConstrainedRow]) -> torch.Tensor:
-        """The best token each running row's grammar allows; -1 where none is allowed."""
-        allowed = torch.zeros(logits.shape, dtype=torch.bool)
-        for r, q in enumerate(live):
-            if running[r]:
-                ids = self._allowed(rows[q])
-                if ids:
-                    allowed[r, ids] = True
-        allowed = allowed.to(logits.device)
-        best = logits.masked_fill(~allowed, -math.inf).argmax(-1)
-        return torch.where(allowed.any(-1), best, torch.full_like(best, -1))
-
-    def _allowed(self, row: ConstrainedRow) -> list[int]:
-        per_text = self._allowed_cache.setdefault(row.grammar.text, {})
-        if row.state not in per_text:
-            per_text[row.state] = self._trie.allowed(row.grammar, row.state)
-        return per_text[row.state]
