@@ -36,6 +36,7 @@ from bench_extract import DATA, build_model, compose_node  # noqa: E402
 from reference_generate import generate_answers  # noqa: E402
 
 from uniner.data.datasets import dataset_entries  # noqa: E402
+from uniner.data.prompts import UniNER  # noqa: E402
 from uniner.evaluation.benchmark import dataset_queries  # noqa: E402
 from uniner.inference.engine import Engine  # noqa: E402
 from uniner.inference.planner import closing_token_ids, encode_queries  # noqa: E402
@@ -80,13 +81,15 @@ def main() -> None:
             head[closing_token_ids(tok)] *= 5.0
     else:
         model.generation_config.min_new_tokens = n_new
-    prompts = encode_queries([(q.text, q.type) for q in queries], tok)
+    prompts = encode_queries([(q.text, q.type) for q in queries], tok, UniNER(tok))
     texts = [q.text for q in queries]
     base = engine_at(args.base_rev)
     modes = {"base": base.Engine(model, tok, max_new_tokens=n_new, early_stop=stop),
-             "new": Engine(model, tok, max_new_tokens=n_new, early_stop=stop)}
+             "new": Engine(model, tok, max_new_tokens=n_new, early_stop=stop,
+                            style=UniNER(tok))}
     if stop:
-        modes["new-refill"] = Engine(model, tok, max_new_tokens=n_new, refill=True)
+        modes["new-refill"] = Engine(model, tok, max_new_tokens=n_new, refill=True,
+                                     style=UniNER(tok))
 
     def gen32():
         return generate_answers(model, tok, prompts, max_new_tokens=n_new, batch_size=32,

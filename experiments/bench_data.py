@@ -22,6 +22,7 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from uniner.data.datamodule import encode_rows, render_rows
+from uniner.data.prompts import UniNER
 from uniner.data.readers import read_bio
 from uniner.data.records import Mention, Passage
 from uniner.data.sampling import NegativeSampler
@@ -67,7 +68,7 @@ def main() -> None:
     t0 = time.perf_counter()
     queries = NegativeSampler(strategy=args.strategy, k=3).queries(passages, epoch=0)
     t1 = time.perf_counter()
-    rows = render_rows(passages, queries)
+    rows = render_rows(passages, queries, style=UniNER())
     t2 = time.perf_counter()
     print(f"sampling ({args.strategy}) {t1 - t0:.2f} s + rendering {t2 - t1:.2f} s "
           f"= {t2 - t0:.2f} s for {sum(map(len, queries)):,} queries")

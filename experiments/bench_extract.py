@@ -42,6 +42,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from uniner.config import CONF_DIR
 from uniner.data.datasets import dataset_entries
+from uniner.data.prompts import UniNER
 from uniner.evaluation.benchmark import dataset_queries, load_benchmark
 from uniner.inference.engine import Engine
 from uniner.inference.planner import common_prefix_length, encode_queries
@@ -143,7 +144,7 @@ def main() -> None:
     queries = dataset_queries(node, args.sentences)
     model, tokenizer = build_model(args.arch, args.device, args.dtype)
     pairs = [(q.text, q.type) for q in queries]
-    prompts = encode_queries(pairs, tokenizer)
+    prompts = encode_queries(pairs, tokenizer, UniNER(tokenizer))
     texts = [q.text for q in queries]
     n_new = args.new_tokens
     model.generation_config.min_new_tokens = n_new  # no EOS stop in (a) and (b)
@@ -163,7 +164,8 @@ def main() -> None:
             out.append(tokenizer.decode(gen[0, len(p):], skip_special_tokens=True).strip())
         return out
 
-    engine = Engine(model, tokenizer, max_new_tokens=n_new, batch_tokens=args.batch_tokens,
+    engine = Engine(model, tokenizer, style=UniNER(tokenizer), max_new_tokens=n_new,
+                    batch_tokens=args.batch_tokens,
                     batch_rows=args.batch_rows, early_stop=False)
     # warm-up: kernels, allocator, tokenizer caches
     engine.answer_prompts(prompts[:16], texts[:16])

@@ -45,6 +45,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from uniner.data.batching import row_lengths
 from uniner.data.datamodule import NERDataModule
+from uniner.data.prompts import UniNER
 from uniner.data.sampling import NegativeSampler
 from uniner.model.backbone import build_backbone
 from uniner.model.module import NERModule
@@ -143,14 +144,15 @@ def measure(mode: str, args: dict) -> dict:
                        max_length=args["max_length"], batch_size=args["batch_size"],
                        batch_tokens=args["batch_tokens"], seed=0,
                        pad_to_multiple_of=args["pad_to_multiple_of"], **MODES[mode][0])
-    dm.connect(tokenizer)
+    style = UniNER(tokenizer)
+    dm.connect(tokenizer, style)
     dm.setup("fit")
     lengths = row_lengths(dm.encode(dm.train_passages, 0))
 
     meter = StepMeter(args["warmup"], cuda)
     module = NERModule(model, tokenizer, partial(torch.optim.AdamW,
                                                  lr=ADAPTERS[args["adapter"]]["lr"]),
-                       **MODES[mode][1])
+                       style=style, **MODES[mode][1])
     trainer = pl.Trainer(accelerator="gpu" if cuda else "cpu", devices=1,
                          precision=args["precision"], max_steps=args["warmup"] + args["steps"],
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_extract import build_model  # noqa: E402
 
+from uniner.data.prompts import UniNER
 from uniner.model.export import export  # noqa: E402
 
 
@@ -26,7 +27,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     model, tokenizer = build_model(args.arch, args.device, args.dtype)
-    print(export(model, tokenizer, args.out))
+    print(export(model, tokenizer, args.out, style=UniNER(tokenizer)))
 
 
 if __name__ == "__main__":

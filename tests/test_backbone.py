@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from peft import AutoPeftModelForCausalLM, PeftModel
 from transformers import AutoModelForCausalLM
 
+from uniner.data.prompts import UniNER
 from uniner.model.args import validate
 from uniner.model.backbone import build_backbone, build_tokenizer
 from uniner.model.export import export, load_trained
@@ -162,7 +163,8 @@ def test_export_reloads_with_identical_logits(tmp_path, quant, adapter):
     model, tokenizer = tiny(quant, adapter)
     ids = batch(tokenizer)
     expected = logits(model, ids)
-    out = export(model, tokenizer, tmp_path / "export", resolved_config=SECRETS)
+    out = export(model, tokenizer, tmp_path / "export", style=UniNER(tokenizer),
+                 resolved_config=SECRETS)
 
     saved = OmegaConf.load(out / "uniner_config.yaml")
     assert saved.teacher.api_key == saved.logger.wandb_token == saved.logger.password \
@@ -196,7 +198,7 @@ def test_moved_adapter_export_still_loads(tmp_path):
     model, tokenizer = tiny("nf4", "lora")
     ids = batch(tokenizer)
     expected = logits(model, ids)
-    out = export(model, tokenizer, tmp_path / "a")
+    out = export(model, tokenizer, tmp_path / "a", style=UniNER(tokenizer))
     moved = Path(shutil.move(out, tmp_path / "b"))
     reloaded, _ = load_trained(moved)
     assert isinstance(reloaded, PeftModel)
@@ -213,7 +215,7 @@ def test_merged_export_matches_the_adapter(tmp_path, quant):
             expected = model(input_ids=ids).logits
     else:
         expected = logits(model, ids)
-    out = export(model, tokenizer, tmp_path / "merged", merge_lora=True)
+    out = export(model, tokenizer, tmp_path / "merged", style=UniNER(tokenizer), merge_lora=True)
 
     assert not (out / "adapter_config.json").exists()
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
@@ -229,7 +231,7 @@ def test_merge_refuses_a_layer_it_cannot_dequantize(tmp_path):
     up = model.get_base_model().model.layers[0].mlp.up_proj
     up.weight = torch.nn.Parameter(up.weight.detach().to(torch.int8), requires_grad=False)
     with pytest.raises(ValueError, match="cannot merge LoRA into model.layers.0.mlp.up_proj"):
-        export(model, tokenizer, tmp_path / "merged", merge_lora=True)
+        export(model, tokenizer, tmp_path / "merged", style=UniNER(tokenizer), merge_lora=True)
 
 
 def test_tokenizer_without_pad_keeps_its_vocabulary(data_root, tmp_path):
@@ -242,6 +244,7 @@ def test_tokenizer_without_pad_keeps_its_vocabulary(data_root, tmp_path):
     assert tokenizer.pad_token == tokenizer.unk_token == "<unk>" and tokenizer.pad_token_id == 0
     assert len(tokenizer) == 32000 == model.get_input_embeddings().num_embeddings
     assert tokenizer.padding_side == "right"
-    reloaded, reloaded_tokenizer = load_trained(export(model, tokenizer, tmp_path / "sp"))
+    reloaded, reloaded_tokenizer = load_trained(export(model, tokenizer, tmp_path / "sp",
+                                                       style=UniNER(tokenizer)))
     assert reloaded_tokenizer.pad_token_id == 0 and len(reloaded_tokenizer) == 32000
     assert reloaded_tokenizer.padding_side == "left"

@@ -83,7 +83,7 @@ def test_max_length_drops_whole_turns_and_counts(tok, max_length):
 
 def test_encode_rows_cached_and_counts_drops(tok, tmp_path):
     style_rows = render_rows([PASSAGE, Passage("long", "word " * 300, [])],
-                             [["person"], ["award"]])
+                             [["person"], ["award"]], style=UniNER())
     ds, dropped = encode_rows(style_rows, tok, max_length=128, cache_dir=tmp_path)
     assert len(ds) == 1 and dropped == {"passage too long for one question": 1}
     assert list(tmp_path.glob("encoded-*.arrow"))

@@ -89,8 +89,8 @@ def test_engine_equals_one_query_generate(eos_scale, closing_scale, max_new, sto
     model, tok = tiny(eos_scale, closing_scale)
     queries = [(t, ty) for t in TEXTS for ty in TYPES]
     # small batches: texts split across batches and batches holding several texts
-    engine = Engine(model, tok, max_new_tokens=max_new, batch_tokens=6 * 80, batch_rows=6,
-                    refill=True)
+    engine = Engine(model, tok, style=UniNER(tok), max_new_tokens=max_new, batch_tokens=6 * 80,
+                    batch_rows=6, refill=True)
     got = engine.answer(queries)
     closing = set(closing_token_ids(tok))
     expected, seen = [], set()
@@ -103,7 +103,7 @@ def test_engine_equals_one_query_generate(eos_scale, closing_scale, max_new, sto
     if stops != {"max"}:  # rows finishing early made room for the next queries
         assert engine.stats["refills"] > 0
     # and the same as today's batched generate
-    prompts = encode_queries(queries, tok)
+    prompts = encode_queries(queries, tok, UniNER(tok))
     assert got == generate_answers(model, tok, prompts, max_new_tokens=max_new, batch_size=5)
 
 
@@ -116,7 +116,8 @@ def test_engine_with_one_token_prompts():
     expected = [one_by_one(model, tok, p, 12)[0] for p in prompts]
     refills = 0
     for rows in (2, 3, 20):
-        engine = Engine(model, tok, max_new_tokens=12, batch_rows=rows, refill=True)
+        engine = Engine(model, tok, style=UniNER(tok), max_new_tokens=12, batch_rows=rows,
+                        refill=True)
         assert engine.answer_prompts(prompts, texts) == expected
         refills += engine.stats["refills"]
     assert refills > 0
@@ -147,7 +148,8 @@ def test_answer_queries_goes_through_the_engine(model_tok):
     queries = [Query(f"q{i}", "d", "general", t, ty, ()) for i, (t, ty) in
                enumerate((t, ty) for t in TEXTS[:2] for ty in TYPES)]
     cache: dict = {}
-    got = answer_queries(model, tok, queries, max_new_tokens=6, batch_size=3, prompt_cache=cache)
+    got = answer_queries(model, tok, queries, max_new_tokens=6, batch_size=3, prompt_cache=cache,
+                         style=UniNER(tok))
     assert set(cache) == {(q.text, q.type) for q in queries}
     assert got == [one_by_one(model, tok, cache[(q.text, q.type)], 6)[0] for q in queries]
     assert model.training is False
@@ -157,14 +159,14 @@ def test_queries_encode_as_encode_prompt(model_tok):
     _, tok = model_tok
     queries = [(t, ty) for t in TEXTS for ty in TYPES] + [("", "person")]
     style = UniNER()
-    assert encode_queries(queries, tok) == [encode_prompt(style.query(t, ty), tok)
+    assert encode_queries(queries, tok, UniNER(tok)) == [encode_prompt(style.query(t, ty), tok)
                                             for t, ty in queries]
 
 
 def test_batches_share_prefixes_within_the_budget(model_tok):
     _, tok = model_tok
     queries = [(t, ty) for t in TEXTS for ty in TYPES]
-    prompts = encode_queries(queries, tok)
+    prompts = encode_queries(queries, tok, UniNER(tok))
     texts = [t for t, _ in queries]
     batches = plan_batches(prompts, texts, max_new_tokens=10, batch_tokens=400, batch_rows=5)
     rows = [i for b in batches for c in b for i in c.rows]
@@ -192,9 +194,9 @@ def test_batches_share_prefixes_within_the_budget(model_tok):
 def test_engine_rejects_bad_options(model_tok):
     model, tok = model_tok
     with pytest.raises(ValueError, match="decoding='beam'"):
-        Engine(model, tok, decoding="beam")
+        Engine(model, tok, style=UniNER(tok), decoding="beam")
     with pytest.raises(ValueError, match="max_new_tokens=0"):
-        Engine(model, tok, max_new_tokens=0)
+        Engine(model, tok, style=UniNER(tok), max_new_tokens=0)
 
 
 # ------------------------------------------------------------------------------ constrained
@@ -227,7 +229,7 @@ def test_constrained_answers_are_lists_of_substrings(closing_scale, max_new):
     # 10 new tokens: the longer lists are cut by max_new_tokens and closed after an item
     model, tok = tiny(closing_scale=closing_scale)
     texts = TEXTS + ['He said "hi" to C:\\temp, café owner Zoë.']
-    engine = Engine(model, tok, max_new_tokens=max_new, decoding="constrained")
+    engine = Engine(model, tok, style=UniNER(tok), max_new_tokens=max_new, decoding="constrained")
     answers = engine.answer([(t, ty) for t in texts for ty in TYPES])
     n_items = 0
     for (text, _), answer in zip([(t, ty) for t in texts for ty in TYPES], answers):
@@ -281,7 +283,7 @@ def test_extractor_entities_are_grounded_and_empty_inputs_give_empty(model_tok):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, model_tok):
     model, tok = model_tok
-    return export(model, tok, tmp_path_factory.mktemp("ckpt") / "export")
+    return export(model, tok, tmp_path_factory.mktemp("ckpt") / "export", style=UniNER(tok))
 
 
 def predict(overrides, monkeypatch, stdin: str | None = None):
@@ -401,7 +403,7 @@ def test_eval_engine_vllm_without_vllm_is_a_clear_error(monkeypatch, data_root, 
     cfg.engine, cfg.max_new_tokens = "hf", 6
     model, tok = tiny()
     assert evaluate.generate_outputs(cfg, queries) == [
-        one_by_one(model, tok, encode_queries([(TEXTS[0], "person")], tok)[0], 6)[0]]
+        one_by_one(model, tok, encode_queries([(TEXTS[0], "person")], tok, UniNER(tok))[0], 6)[0]]
 
 
 # ------------------------------------------------------------------------------ bf16, peaked
@@ -455,8 +457,8 @@ def test_engine_equals_one_query_generate_in_bf16(memorised):
     try:
         queries = [(t, ty) for t in TEXTS for ty in TYPES]
         # small batches: texts split across batches, batches of several texts, refills
-        engine = Engine(model, tok, max_new_tokens=24, batch_tokens=6 * 40, batch_rows=6,
-                        refill=True)
+        engine = Engine(model, tok, style=UniNER(tok), max_new_tokens=24, batch_tokens=6 * 40,
+                        batch_rows=6, refill=True)
         got = engine.answer(queries)
         expected = [one_by_one(model, tok, engine.prompt(t, ty), 24)[0] for t, ty in queries]
         assert got == expected

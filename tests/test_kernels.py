@@ -13,6 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from uniner.config import asset
 from uniner.data.batching import collate_packed, pack
 from uniner.data.datamodule import NERDataModule, collate
+from uniner.data.prompts import UniNER
 from uniner.model import kernels
 from uniner.model.backbone import build_backbone
 from uniner.model.module import NERModule
@@ -44,7 +45,7 @@ def conversations():
     """Seven of the sample conversations (137 to 198 tokens; the loss on the replies only)."""
     _, tok = student("llama", "none")
     dm = NERDataModule(SAMPLE, max_length=512)
-    dm.connect(tok)
+    dm.connect(tok, UniNER(tok))
     dm.setup("fit")
     encoded = dm.encode(dm.train_passages, 0)
     return [encoded[i] for i in range(7)], tok.pad_token_id
@@ -168,15 +169,15 @@ def test_module_uses_the_configured_kernels(conversations):
     model, tok = student("mistral", "none")
     batch = layouts(rows, pad_id)["padded"]
     opt = partial(torch.optim.AdamW, lr=1e-3)
-    auto = NERModule(model, tok, opt)  # auto on the CPU: the plain loss
+    auto = NERModule(model, tok, opt, style=UniNER(tok))  # auto on the CPU: the plain loss
     assert auto.kernels == "auto"
-    chunked = NERModule(model, tok, opt, kernels="chunked", chunk_tokens=50)
+    chunked = NERModule(model, tok, opt, style=UniNER(tok), kernels="chunked", chunk_tokens=50)
     torch.testing.assert_close(chunked.loss(batch), auto.loss(batch), rtol=1e-5, atol=0)
     assert auto.resolved_kernels == "plain" and chunked.resolved_kernels == "chunked"
     with pytest.raises(ValueError, match="module.kernels='fused'"):
-        NERModule(model, tok, opt, kernels="fused")
+        NERModule(model, tok, opt, style=UniNER(tok), kernels="fused")
     with pytest.raises(ValueError, match="module.compile"):
-        NERModule(model, tok, opt, compile="everything")
+        NERModule(model, tok, opt, style=UniNER(tok), compile="everything")
 
 
 def test_fit_with_the_chunked_loss_logs_peak_memory(conversations, tmp_path):
@@ -185,7 +186,8 @@ def test_fit_with_the_chunked_loss_logs_peak_memory(conversations, tmp_path):
 
     rows, pad_id = conversations
     model, tok = student("llama", "lora")
-    module = NERModule(model, tok, partial(torch.optim.AdamW, lr=1e-2), kernels="chunked")
+    module = NERModule(model, tok, partial(torch.optim.AdamW, lr=1e-2), kernels="chunked",
+                       style=UniNER(tok))
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
@@ -213,9 +215,10 @@ def test_kernels_resolve_per_device(monkeypatch):
     # a sharded strategy: auto falls back to chunked, an explicit liger is refused
     model, tok = student("llama", "lora")
     opt = partial(torch.optim.AdamW, lr=1e-3)
-    assert NERModule(model, tok, opt).setup_kernels(cuda, sharded=True) == "chunked"
+    style = UniNER(tok)
+    assert NERModule(model, tok, opt, style=style).setup_kernels(cuda, sharded=True) == "chunked"
     with pytest.raises(ValueError, match="sharded"):
-        NERModule(model, tok, opt, kernels="liger").setup_kernels(cuda, sharded=True)
+        NERModule(model, tok, opt, style=style, kernels="liger").setup_kernels(cuda, sharded=True)
 
 
 def test_uniner_train_refuses_liger_up_front(monkeypatch):

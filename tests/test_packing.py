@@ -30,6 +30,7 @@ from uniner.data.batching import (
     row_lengths,
 )
 from uniner.data.datamodule import NERDataModule, collate, longest_label_run
+from uniner.data.prompts import UniNER
 from uniner.model.backbone import build_backbone
 from uniner.model.module import NERModule
 
@@ -57,13 +58,14 @@ def conversations(tokenizer):
 
 def datamodule(tokenizer, **kwargs) -> NERDataModule:
     dm = NERDataModule(SAMPLE, **{"max_length": 512, **kwargs})
-    dm.connect(tokenizer)
+    dm.connect(tokenizer, UniNER(tokenizer))
     dm.setup("fit")
     return dm
 
 
 def module(model, tokenizer) -> NERModule:
-    return NERModule(model, tokenizer, partial(torch.optim.AdamW, lr=1e-3))
+    return NERModule(model, tokenizer, partial(torch.optim.AdamW, lr=1e-3),
+                     style=UniNER(tokenizer))
 
 
 def packed_batch(rows: list[dict], capacity: int, pad_id: int, **kwargs) -> dict:

@@ -16,7 +16,13 @@ from transformers import AutoTokenizer
 from uniner.config import CONF_DIR, asset
 from uniner.data.datamodule import NERDataModule
 from uniner.data.encoding import encode_conversations, encode_prompt
-from uniner.data.prompts import ChatTemplate, UniNER, prompt_style, to_conversation_item
+from uniner.data.prompts import (
+    ChatTemplate,
+    UniNER,
+    prompt_style,
+    saved_prompt,
+    to_conversation_item,
+)
 from uniner.data.records import Mention, Passage
 from uniner.inference.engine import Engine
 from uniner.inference.planner import common_prefix_length, encode_queries
@@ -105,14 +111,17 @@ def test_chat_queries_of_one_text_share_the_prefix_up_to_the_question(tok):
 def test_chat_style_stops_at_the_end_of_turn(tok):
     style = prompt_style("chat", tok)
     assert style.end_of_turn == "<|im_end|>"
-    assert style.stop_ids(tok) == [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id]
-    assert UniNER().stop_ids(tok) == [tok.eos_token_id]
+    assert style.stop_ids() == [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id]
+    assert UniNER(tok).stop_ids() == [tok.eos_token_id]
+    with pytest.raises(ValueError, match="without a tokenizer"):
+        UniNER().stop_ids()
 
 
 def test_items_and_styles_by_name(tok):
-    # the released Pile-NER-type item: the same turns in every style
-    assert to_conversation_item(PASSAGE, ["person"], prompt_style("chat", tok)) == \
-        to_conversation_item(PASSAGE, ["person"], UniNER())
+    # the released Pile-NER-type item: the turns, unrendered (no style)
+    assert to_conversation_item(PASSAGE, ["person"])["conversations"][2:] == [
+        {"from": "human", "value": "What describes person in the text?"},
+        {"from": "gpt", "value": json.dumps(PASSAGE.answer("person"))}]
     with pytest.raises(ValueError, match="choose one of uniner, chat"):
         prompt_style("vicuna", tok)
     with pytest.raises(ValueError, match="has none"):
@@ -162,7 +171,7 @@ def test_chat_style_trains_exports_and_evaluates_from_the_export(tmp_path, monke
         del cfg["hydra"]
     uniner_train.run(cfg)
     export = run / "export"
-    assert json.loads((export / "uniner_export.json").read_text())["prompt"] == "chat"
+    assert saved_prompt(export) == "chat"  # prompts.save_prompt_style, beside the weights
 
     # training rows: the labels are exactly the assistant replies, each closed by <|im_end|>
     (train_rows,) = rows

@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from uniner.config import asset
 from uniner.data.datamodule import collate
+from uniner.data.prompts import UniNER
 
 # the library under test, in one place (the package layout is being reorganised)
 from uniner.model.backbone import build_backbone, build_tokenizer
@@ -127,7 +128,8 @@ class Probe(pl.Callback):
 def fit(model, tokenizer, *, root: Path) -> Probe:
     """`STEPS` training steps of `NERModule` in a real CPU `pl.Trainer`, validating after each."""
     probe = Probe(model)
-    module = NERModule(model, tokenizer, partial(torch.optim.AdamW, lr=1e-2))
+    module = NERModule(model, tokenizer, partial(torch.optim.AdamW, lr=1e-2),
+                       style=UniNER(tokenizer))
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=STEPS, val_check_interval=1,
                          limit_val_batches=1, num_sanity_val_steps=0, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
@@ -179,7 +181,7 @@ def test_a_saved_checkpoint_trains_as_configured(checkpoints, tmp_path, arch, qu
 
     batch = batches(tokenizer, 1, 2)[0]
     expected = logits(model, batch)
-    out = export(model, tokenizer, tmp_path / "export")
+    out = export(model, tokenizer, tmp_path / "export", style=UniNER(tokenizer))
     reloaded, _ = load_trained(out, device="cpu")
     torch.testing.assert_close(logits(reloaded, batch), expected)
 

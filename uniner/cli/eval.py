@@ -56,13 +56,14 @@ def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
         return vllm_answers(cfg.checkpoint, [(q.text, q.type) for q in queries],
                             max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype,
                             prompt=cfg.get("prompt"))
+    from uniner.data.prompts import load_prompt_style
     from uniner.inference.engine import BATCH_TOKENS
     from uniner.inference.query_answers import answer_queries
-    from uniner.model.export import load_trained, trained_style
+    from uniner.model.export import load_trained
 
     model, tokenizer = load_trained(cfg.checkpoint, quant=cfg.get("quant"), device=cfg.device,
                                     dtype=cfg.dtype)
-    style = trained_style(cfg.checkpoint, tokenizer, cfg.get("prompt"))  # as trained by default
+    style = load_prompt_style(cfg.checkpoint, tokenizer, cfg.get("prompt"))  # as trained
     with progress("answer", len(queries), "queries", enabled=cfg.get("progress", True)) as bar:
         return answer_queries(model, tokenizer, queries, max_new_tokens=cfg.max_new_tokens,
                               batch_size=cfg.batch_size,

@@ -25,7 +25,7 @@ from uniner.cli.checks import check_prepare
 from uniner.cli.entry import run_tool, tool
 from uniner.config import CONF_DIR  # also registers the `asset` resolver
 from uniner.data.datamodule import encode_rows, render_rows
-from uniner.data.prompts import PromptStyle, prompt_style, to_conversation_item
+from uniner.data.prompts import prompt_style, to_conversation_item
 from uniner.data.records import ReadReport
 from uniner.data.sources import load_passages
 from uniner.data.stats import corpus_stats, stats_markdown
@@ -46,7 +46,7 @@ def reader_drops(report: ReadReport) -> Counter:
     return dropped
 
 
-def write_benchmark(cfg: DictConfig, out: Path, style: PromptStyle) -> dict:
+def write_benchmark(cfg: DictConfig, out: Path) -> dict:
     """Write each dataset's queries of `cfg.benchmark` in the official evaluation form; returns
     the counts per dataset and the missing datasets."""
     queries, missing = load_benchmark(cfg.benchmark)
@@ -56,7 +56,7 @@ def write_benchmark(cfg: DictConfig, out: Path, style: PromptStyle) -> dict:
     datasets = {}
     for name, qs in per.items():
         with open(out / f"{name}.json", "w", encoding="utf-8") as f:
-            json.dump([query_item(q, style) for q in qs], f, ensure_ascii=False, indent=1)
+            json.dump([query_item(q) for q in qs], f, ensure_ascii=False, indent=1)
         datasets[name] = {"file": f"{name}.json", "queries": len(qs),
                           "sentences": len({q.sentence for q in qs}),
                           "types": len({q.type for q in qs})}
@@ -71,19 +71,19 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mode = cfg.get("mode", "train")
-    tokenizer = build_tokenizer(cfg.backbone)
-    style = prompt_style(cfg.prompt, tokenizer)
-    if mode == "benchmark":
-        return write_benchmark(cfg, out, style)
+    if mode == "benchmark":  # the released form: no tokenizer, no prompt style
+        return write_benchmark(cfg, out)
     if mode != "train":
         raise ConfigError(f"mode={mode!r}: choose train or benchmark")
+    tokenizer = build_tokenizer(cfg.backbone)
+    style = prompt_style(cfg.prompt, tokenizer)
     source = OmegaConf.to_container(cfg.data.source, resolve=True)
     report = ReadReport(str(source.get("path")))
     passages = load_passages(source, report)
     sampler = instantiate(cfg.sampling)
     queries = sampler.queries(passages, epoch=cfg.epoch)
 
-    items = [to_conversation_item(p, q, style) for p, q in zip(passages, queries)]
+    items = [to_conversation_item(p, q) for p, q in zip(passages, queries)]
     with open(out / "conversations.json", "w", encoding="utf-8") as f:
         json.dump(items, f, ensure_ascii=False, indent=1)
 

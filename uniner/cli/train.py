@@ -206,7 +206,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log_results(loggers, evaluation, files_dir=out)
             if cfg.export:
                 export(module.model, tokenizer, out / "export", merge_lora=cfg.merge_lora,
-                       resolved_config=config.redact(cfg), prompt=cfg.prompt)
+                       resolved_config=config.redact(cfg), style=style)
             print(evaluation.table() + "\n".join(closing_lines(cfg, evaluation.results)))
         return metrics
     finally:

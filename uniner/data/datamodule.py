@@ -33,7 +33,7 @@ from uniner.data.batching import (
     row_lengths,
 )
 from uniner.data.encoding import IGNORE_INDEX, assemble, bos_id, token_ids
-from uniner.data.prompts import Message, PromptStyle, UniNER
+from uniner.data.prompts import Message, PromptStyle
 from uniner.data.records import Passage, ReadReport
 from uniner.data.sampling import NegativeSampler
 from uniner.data.sources import load_passages
@@ -43,11 +43,9 @@ from uniner.progress import Lines, interactive, library_bars
 log = logging.getLogger(__name__)
 
 def render_rows(passages: Sequence[Passage], queries: Sequence[Sequence[str]], *,
-                style: PromptStyle | None = None, train_on_read_reply: bool = True
-                ) -> dict[str, list]:
-    """The conversations, rendered in `style` (default `UniNER`), as columns of segments (the
-    form `datasets.map` encodes)."""
-    style = style or UniNER()
+                style: PromptStyle, train_on_read_reply: bool = True) -> dict[str, list]:
+    """The conversations, rendered in `style`, as columns of segments (the form `datasets.map`
+    encodes)."""
     rows = {"id": [], "content": [], "masked": [], "eos": []}
     for passage, types in zip(passages, queries):
         msgs = style.conversation(passage, types, train_on_read_reply)
@@ -270,9 +268,9 @@ class NERDataModule(pl.LightningDataModule):
         self.longest_label_run = 0
         self._logged_rows = None
 
-    def connect(self, tokenizer, style: PromptStyle | None = None) -> None:
-        """The backbone's tokenizer and the prompt style (default `UniNER`) to render with."""
-        self.tokenizer, self.style = tokenizer, style or UniNER()
+    def connect(self, tokenizer, style: PromptStyle) -> None:
+        """The backbone's tokenizer and the prompt style to render with."""
+        self.tokenizer, self.style = tokenizer, style
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_passages:

@@ -6,9 +6,10 @@ question/answer per entity type) and renders them its own way as token-boundary 
 - `uniner`: the UniversalNER recipe's template (Vicuna v1.1 separators, EOS after each reply);
 - `chat`: the backbone tokenizer's own chat template (`tokenizer.apply_chat_template`), for
   instruction-tuned students such as Qwen2.5-Instruct or Llama-3.1-Instruct.
-Training rows, inference queries, the benchmark's conversations and `uniner-prepare`'s items all
-render through the style the config's `prompt` names (recorded in the export, so inference
-queries a model the way it was trained).
+Training rows and inference queries render through the style the config's `prompt` names;
+`save_prompt_style` records it beside a trained model and `load_prompt_style` reads it back, so
+inference queries a model the way it was trained. The released JSON form of a conversation
+(`conversation_item`) has no style: it is the turns, unrendered.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from uniner.data.records import Passage
 from uniner.errors import ConfigError
@@ -47,7 +49,9 @@ class PromptStyle(ABC):
     auto_bos = True
 
     def __init__(self, tokenizer=None):
-        self.tokenizer = tokenizer  # what a template style renders with; `UniNER` needs none
+        # what a template style renders with and what gives the stop ids; `UniNER` renders
+        # text without one
+        self.tokenizer = tokenizer
 
     @staticmethod
     def question(type_: str) -> str:
@@ -76,18 +80,15 @@ class PromptStyle(ABC):
     def render(self, messages: list[Message]) -> str:
         return "".join(m.content + (self.eos_text if m.eos else "") for m in messages)
 
-    def stop_ids(self, tokenizer) -> list[int]:
+    def stop_ids(self) -> list[int]:
         """The token ids that end a reply at generation."""
-        return [tokenizer.eos_token_id]
+        return [self._tokenizer().eos_token_id]
 
-    def item(self, id_: str, text: str, qa: Iterable[tuple[str, str]]) -> dict:
-        """The released Pile-NER-type JSON form of a conversation (the turns, unrendered)."""
-        turns = [{"from": "human", "value": f"Text: {text}"},
-                 {"from": "gpt", "value": self.read_reply}]
-        for type_, answer in qa:
-            turns += [{"from": "human", "value": self.question(type_)},
-                      {"from": "gpt", "value": answer}]
-        return {"id": id_, "conversations": turns}
+    def _tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError(f"the {self.name} prompt style was built without a tokenizer, so "
+                             "it has no stop ids: prompt_style(name, tokenizer)")
+        return self.tokenizer
 
 
 class UniNER(PromptStyle):
@@ -208,9 +209,9 @@ class ChatTemplate(PromptStyle):
                                 masked=masked))
         return msgs
 
-    def stop_ids(self, tokenizer) -> list[int]:
-        eot = tokenizer.convert_tokens_to_ids(self.end_of_turn)
-        return list(dict.fromkeys([eot, tokenizer.eos_token_id]))
+    def stop_ids(self) -> list[int]:
+        eot = self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
+        return list(dict.fromkeys([eot, self.tokenizer.eos_token_id]))
 
 
 prompt_styles: dict[str, type[PromptStyle]] = {"uniner": UniNER, "chat": ChatTemplate}
@@ -223,9 +224,41 @@ def prompt_style(name: str, tokenizer=None) -> PromptStyle:
     return prompt_styles[name](tokenizer)
 
 
-def to_conversation_item(passage: Passage, types: Iterable[str],
-                         style: PromptStyle | None = None) -> dict:
-    """A passage in the released Pile-NER-type JSON form, asking `types` in the given order."""
-    style = style or UniNER()
-    return style.item(passage.id, passage.text,
-                      [(t, style.answer(passage.answer(t))) for t in types])
+PROMPT_FILE = "prompt_style.json"  # beside a trained model: the style it was trained with
+
+
+def save_prompt_style(style: PromptStyle, directory: str | Path) -> Path:
+    """Record `style`'s name in `directory` (an export), for `load_prompt_style`."""
+    path = Path(directory) / PROMPT_FILE
+    path.write_text(json.dumps({"prompt": style.name}) + "\n")
+    return path
+
+
+def saved_prompt(directory: str | Path) -> str:
+    """The name of the style a model directory was trained with; `uniner` (the recipe's
+    template) for a directory that records none and for a hub id."""
+    path = Path(directory) / PROMPT_FILE
+    return json.loads(path.read_text())["prompt"] if path.is_file() else UniNER.name
+
+
+def load_prompt_style(directory: str | Path, tokenizer, name: str | None = None) -> PromptStyle:
+    """The style to query the model in `directory` in: `name` when given (an override), else
+    the one it was trained with (`saved_prompt`), for its `tokenizer`."""
+    return prompt_style(name or saved_prompt(directory), tokenizer)
+
+
+def conversation_item(id_: str, text: str, qa: Iterable[tuple[str, str]]) -> dict:
+    """The released Pile-NER-type JSON form of a conversation: its turns, unrendered (so the
+    same in every style)."""
+    turns = [{"from": "human", "value": f"Text: {text}"},
+             {"from": "gpt", "value": PromptStyle.read_reply}]
+    for type_, answer in qa:
+        turns += [{"from": "human", "value": PromptStyle.question(type_)},
+                  {"from": "gpt", "value": answer}]
+    return {"id": id_, "conversations": turns}
+
+
+def to_conversation_item(passage: Passage, types: Iterable[str]) -> dict:
+    """A passage in the released JSON form, asking `types` in the given order."""
+    return conversation_item(passage.id, passage.text,
+                             [(t, PromptStyle.answer(passage.answer(t))) for t in types])

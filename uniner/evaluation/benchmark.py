@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from uniner.data import readers
 from uniner.data.datasets import dataset_entries, dataset_source, dataset_types
-from uniner.data.prompts import PromptStyle, UniNER
+from uniner.data.prompts import PromptStyle, conversation_item
 from uniner.data.records import Passage
 from uniner.data.sources import load_passages
 from uniner.errors import MissingFileError
@@ -132,7 +132,6 @@ def load_benchmark(benchmark) -> tuple[list[Query], list[str]]:
                          max_sentences=benchmark.get("max_sentences"))
 
 
-def query_item(q: Query, style: PromptStyle | None = None) -> dict:
-    """A query in the official evaluation form: one question per item, the gold answer last,
-    in `style`'s turns (default `UniNER`)."""
-    return (style or UniNER()).item(q.id, q.text, [(q.type, q.gold_text())])
+def query_item(q: Query) -> dict:
+    """A query in the official evaluation form: one question per item, the gold answer last."""
+    return conversation_item(q.id, q.text, [(q.type, q.gold_text())])

@@ -19,7 +19,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from uniner.data.encoding import encode_prompt
-from uniner.data.prompts import PromptStyle, UniNER
+from uniner.data.prompts import PromptStyle
 from uniner.errors import ConfigError
 from uniner.inference.attention import ATTENTION, SharedPrefix, buffer_cache, join_buffer_caches
 from uniner.inference.decoding import DECODERS, NO_TOKEN
@@ -64,7 +64,7 @@ class Engine:
         decoding: `greedy`, or `constrained` (only JSON lists of strings found in the text).
         early_stop: stop a row at a stop token or `]`; False decodes exactly `max_new_tokens`
             (benchmarks of random-init models, which never stop on their own).
-        style: the prompt style the model was trained with (default `UniNER`); renders the
+        style: the prompt style the model was trained with; renders the
             queries of `answer` and gives the stop tokens.
         refill: rows that finish make room for the plan's next texts while the others decode;
             False: a batch of the plan runs until its last row ends (finished rows still leave
@@ -81,7 +81,7 @@ class Engine:
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 256,
                  batch_tokens: int = BATCH_TOKENS, batch_rows: int = BATCH_ROWS,
                  decoding: str = "greedy", early_stop: bool = True,
-                 style: PromptStyle | None = None, refill: bool | None = None):
+                 style: PromptStyle, refill: bool | None = None):
         if decoding not in DECODINGS:
             raise ConfigError(f"decoding={decoding!r}: choose one of {', '.join(DECODINGS)}")
         if max_new_tokens < 1 or batch_tokens < 1 or batch_rows < 1:
@@ -94,8 +94,8 @@ class Engine:
         self.refill = refill
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
-        self.style = style or UniNER()
-        self.stops = set(self.style.stop_ids(tokenizer))
+        self.style = style
+        self.stops = set(style.stop_ids())
         self._decoder = DECODERS[decoding](tokenizer, stops=self.stops, early_stop=early_stop)
         self.stats = dict.fromkeys(STATS, 0)
         # transformers 5.x renamed `past_key_values` to `cache` (the old name warns)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from uniner.data.answers import parse_mentions
-from uniner.data.prompts import PromptStyle
+from uniner.data.prompts import PromptStyle, load_prompt_style, prompt_style
 from uniner.data.spans import occurrences
 from uniner.inference.engine import BATCH_ROWS, BATCH_TOKENS, Engine
 
@@ -68,7 +68,9 @@ class Extractor:
     """
 
     def __init__(self, model, tokenizer, *, style: PromptStyle | None = None, **engine):
-        self.engine = Engine(model, tokenizer, style=style, **engine)
+        # the public entry point: the recipe's template unless told (as `from_pretrained` is)
+        self.engine = Engine(model, tokenizer, style=style or prompt_style("uniner", tokenizer),
+                             **engine)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = None,
@@ -88,10 +90,10 @@ class Extractor:
             prompt: the prompt style (`uniner`, `chat`); None = as trained (the export records
                 it; `uniner` for other model directories).
         """
-        from uniner.model.export import load_trained, trained_style
+        from uniner.model.export import load_trained
 
         model, tokenizer = load_trained(path, quant=quant, device=device, dtype=dtype)
-        return cls(model, tokenizer, style=trained_style(path, tokenizer, prompt),
+        return cls(model, tokenizer, style=load_prompt_style(path, tokenizer, prompt),
                    max_new_tokens=max_new_tokens, batch_tokens=batch_tokens,
                    batch_rows=batch_rows, decoding=decoding)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from uniner.data.encoding import encode_prompts
-from uniner.data.prompts import PromptStyle, UniNER
+from uniner.data.prompts import PromptStyle
 
 
 def closing_token_ids(tokenizer) -> list[int]:
@@ -21,10 +21,9 @@ def closing_token_ids(tokenizer) -> list[int]:
 
 
 def encode_queries(queries: Sequence[tuple[str, str]], tokenizer,
-                   style: PromptStyle | None = None) -> list[list[int]]:
+                   style: PromptStyle) -> list[list[int]]:
     """`encoding.encode_prompts` of every (text, type) query in the prompt style the model was
-    trained with (default `UniNER`, the recipe's)."""
-    style = style or UniNER()
+    trained with."""
     return encode_prompts([style.query(text, type_) for text, type_ in queries], tokenizer,
                           auto_bos=style.auto_bos)
 

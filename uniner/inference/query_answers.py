@@ -18,11 +18,11 @@ from uniner.inference.planner import encode_queries
 def answer_queries(model, tokenizer, queries: Sequence, *, max_new_tokens: int = 256,
                    batch_size: int = 32, prompt_cache: dict | None = None,
                    batch_tokens: int = BATCH_TOKENS, decoding: str = "greedy",
-                   style: PromptStyle | None = None,
+                   style: PromptStyle,
                    progress: Callable[[int], None] | None = None) -> list[str]:
     """Greedy answers to (text, type) queries (objects with `.text` and `.type`, such as
-    `benchmark.Query`), each rendered in the prompt style the model was trained with (default
-    `UniNER`) up to where the answer starts.
+    `benchmark.Query`), each rendered in the prompt style the model was trained with up to
+    where the answer starts.
 
     Answered by `engine.Engine` with at most `batch_size` queries and `batch_tokens` KV slots a
     batch. `prompt_cache` maps (text, type) to prompt ids and is filled as queries are encoded,

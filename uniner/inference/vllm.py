@@ -28,13 +28,13 @@ def vllm_answers(checkpoint: str | Path, queries: Sequence[tuple[str, str]], *,
                           "without it") from None
     from transformers import AutoTokenizer
 
-    from uniner.model.export import trained_style
+    from uniner.data.prompts import load_prompt_style
 
     if (Path(checkpoint) / "adapter_config.json").is_file():
         raise ConfigError(f"engine=vllm: {checkpoint} is a LoRA adapter export; vLLM needs a full "
                           "model: export with merge_lora=true, or use engine=hf")
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    style = trained_style(checkpoint, tokenizer, prompt)
+    style = load_prompt_style(checkpoint, tokenizer, prompt)
     prompts = encode_queries(queries, tokenizer, style)
     dtypes = {None: "auto", "auto": "auto", "bf16": "bfloat16", "fp16": "float16",
               "fp32": "float32"}
@@ -42,6 +42,6 @@ def vllm_answers(checkpoint: str | Path, queries: Sequence[tuple[str, str]], *,
     # the official parser reads up to the first `]`: stop there, keeping the `]`
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=["]"],
                             include_stop_str_in_output=True,
-                            stop_token_ids=style.stop_ids(tokenizer))
+                            stop_token_ids=style.stop_ids())
     outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
     return [o.outputs[0].text.strip() for o in outputs]

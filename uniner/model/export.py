@@ -1,7 +1,7 @@
 """Export of a trained student and its reload: `export` writes a directory that plain
 `transformers` / `peft` can load (an adapter, a merged or a full model), `load_trained` loads it
-back with the numerics it was trained with, `trained_style` gives the prompt style it was trained
-with (recorded in `uniner_export.json`), the one inference renders its queries in.
+back with the numerics it was trained with; the prompt style it was trained with is saved beside
+it (`prompts.save_prompt_style`), the one inference renders its queries in.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from uniner.config import redact
-from uniner.data.prompts import PromptStyle, prompt_style
+from uniner.data.prompts import PromptStyle, save_prompt_style
 from uniner.errors import ConfigError
 from uniner.model.args import DTYPE_NAMES, QuantArgs, group_args
 from uniner.model.backbone import ensure_pad, keep_4bit_layout, resolve_dtype, target_device
@@ -125,7 +125,7 @@ def _merged_model(peft_model):
 
 
 def export(model, tokenizer, out_dir, *, merge_lora: bool = False,
-           resolved_config: dict | None = None, prompt: str = "uniner") -> Path:
+           resolved_config: dict | None = None, style: PromptStyle) -> Path:
     """Write a trained student so plain `transformers` / `peft` (and `load_trained`) load it.
 
     Layouts:
@@ -136,7 +136,8 @@ def export(model, tokenizer, out_dir, *, merge_lora: bool = False,
           the compute dtype first.
         - Full finetune: the full model.
     Always the tokenizer, `uniner_config.yaml` (the resolved config with secret-looking keys
-    redacted) and `uniner_export.json` (layout, base, quantization to reload with, prompt style).
+    redacted), `uniner_export.json` (layout, base, quantization to reload with) and the prompt
+    style it was trained with (`prompts.save_prompt_style`).
 
     Args:
         model: the trained model from `build_backbone`.
@@ -144,7 +145,7 @@ def export(model, tokenizer, out_dir, *, merge_lora: bool = False,
         out_dir: the export directory (created).
         merge_lora: fold the LoRA update into the base and write a full model.
         resolved_config: the run's config, written as `uniner_config.yaml`.
-        prompt: the prompt style the model was trained with (`prompts.prompt_styles`).
+        style: the prompt style the model was trained with.
 
     Returns:
         The absolute export directory.
@@ -158,17 +159,17 @@ def export(model, tokenizer, out_dir, *, merge_lora: bool = False,
     # of noise per export
     with library_bars(hf_logging, interactive()):
         return _write(model, tokenizer, out_dir, merge_lora=merge_lora,
-                      resolved_config=resolved_config, prompt=prompt)
+                      resolved_config=resolved_config, style=style)
 
 
 def _write(model, tokenizer, out_dir, *, merge_lora: bool = False,
-           resolved_config: dict | None = None, prompt: str = "uniner") -> Path:
+           resolved_config: dict | None = None, style: PromptStyle) -> Path:
     """`export`'s writing, its layouts and files."""
     from peft import PeftModel
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    info: dict = {"format": "full", "base": None, "quant": None, "prompt": prompt}
+    info: dict = {"format": "full", "base": None, "quant": None}
     if isinstance(model, PeftModel) and merge_lora:
         _merged_model(model).save_pretrained(out)
         info["format"] = "merged"
@@ -195,6 +196,7 @@ def _write(model, tokenizer, out_dir, *, merge_lora: bool = False,
     OmegaConf.save(OmegaConf.create(redact(resolved_config or {})),
                    out / "uniner_config.yaml")
     (out / EXPORT_INFO).write_text(json.dumps(info, indent=2))
+    save_prompt_style(style, out)
     return out
 
 
@@ -220,7 +222,7 @@ def load_trained(path, *, quant=None, device=None, dtype: str | None = None):
 
     Returns:
         `(model, tokenizer)`: the model in eval mode and a left-padding tokenizer; the prompt
-        style to query it in is `trained_style(path, tokenizer)`.
+        style to query it in is `prompts.load_prompt_style(path, tokenizer)`.
     """
     from peft import PeftConfig, PeftModel
 
@@ -265,15 +267,3 @@ def load_trained(path, *, quant=None, device=None, dtype: str | None = None):
         keep_4bit_layout(model)
     return model.eval(), tokenizer
 
-
-def trained_prompt(path) -> str:
-    """The name of the prompt style an export was trained with; `uniner` (the recipe's template)
-    for an export that records none and for any other model directory or hub id."""
-    info = Path(path) / EXPORT_INFO
-    return (json.loads(info.read_text()).get("prompt") if info.is_file() else None) or "uniner"
-
-
-def trained_style(path, tokenizer, prompt: str | None = None) -> PromptStyle:
-    """The prompt style to query the model at `path` in: `prompt` when given (an override), else
-    the one it was trained with (`trained_prompt`), for its `tokenizer`."""
-    return prompt_style(prompt or trained_prompt(path), tokenizer)

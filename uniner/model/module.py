@@ -72,8 +72,7 @@ class NERModule(pl.LightningModule):
             run past what the longest trained answer needs.
         generation_batch_size: queries per `generate` call.
         metric: the test metric, as `uniner-eval`'s: `uniner`, `strict` or `both`.
-        style: the prompt style the data renders with (default `UniNER`): val and test queries
-            are asked in it.
+        style: the prompt style the data renders with: val and test queries are asked in it.
         kernels: how the training loss is computed (`module.kernels`): `plain` (the model's own
             loss, full logits), `chunked` (LM head + cross-entropy on the labelled positions only,
             in checkpointed chunks), `liger` (liger-kernel's fused linear cross-entropy and
@@ -89,7 +88,7 @@ class NERModule(pl.LightningModule):
 
     def __init__(self, model, tokenizer, optimizer: Callable, *, warmup_ratio: float = 0.04,
                  max_new_tokens: int | str = 256, generation_batch_size: int = 32,
-                 metric: str = "uniner", style: PromptStyle | None = None,
+                 metric: str = "uniner", style: PromptStyle,
                  kernels: str = "auto", chunk_tokens: int = 1024, compile: bool | str = False,
                  answerer: Callable | None = None):
         super().__init__()
