@@ -83,6 +83,9 @@ def test_what_the_default_run_says_follows_its_score(f1, malformed, said):
     assert all("learned by heart" not in line for line in lines) or f1 >= 0.9
     other = OmegaConf.create({"data": {"name": "pile_ner_bio"}, "benchmark": {"name": "sample"}})
     assert closing_lines(other, {"sample": scores, "average": scores}) == lines[:1]
+    untuned = OmegaConf.merge(cfg, {"trainer": {"max_steps": 0}, "backbone": {"name": "tiny"}})
+    assert closing_lines(untuned, {"sample": scores, "average": scores})[1].startswith(
+        "trainer.max_steps=0: tiny as it came, untuned")
 
 
 @pytest.mark.parametrize("longest, limit", [(0, 256), (1, 9), (24, 32), (248, 256), (900, 256)])

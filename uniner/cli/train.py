@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from uniner import config
 from uniner.cli.checks import check_train, last_checkpoint
@@ -109,8 +109,8 @@ def closing_lines(cfg: DictConfig, results: dict[str, dict]) -> list[str]:
     datasets = [m for name, m in results.items() if name != "average"]
     empty, queries = (sum(m.get(key, 0) for m in datasets) for key in ("empty_queries", "queries"))
     lines = [f"empty queries: {empty} of {queries} (the empty-query FP rate's base)"]
-    if cfg.trainer.get("max_steps") == 0:  # a baseline row: uniner-report baselines=[<run>]
-        return [*lines, UNTUNED.format(backbone=cfg.backbone.get("name"))]
+    if OmegaConf.select(cfg, "trainer.max_steps") == 0:  # a baseline: uniner-report baselines=
+        return [*lines, UNTUNED.format(backbone=OmegaConf.select(cfg, "backbone.name"))]
     if cfg.data.get("name") == "sample" and cfg.benchmark.get("name") == "sample":
         average = results.get("average", {})
         f1 = average.get("f1", 0.0)
