@@ -196,8 +196,11 @@ def test_budget_never_exceeded_and_every_conversation_seen(tokenizer, packing, p
 def test_flash_attention_gets_one_flat_row_per_batch(tokenizer):
     dm = datamodule(tokenizer, batch_tokens=1100, packing=True)
     flash = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2"))
+    module = NERModule(flash, tokenizer, partial(torch.optim.AdamW, lr=1e-3),
+                       style=UniNER(tokenizer))
+    assert module.flash_attention
     dm.trainer = SimpleNamespace(current_epoch=0, world_size=1, global_rank=0,
-                                 lightning_module=SimpleNamespace(model=flash))
+                                 lightning_module=module)
     batches = list(dm.train_dataloader())
     assert all(b["input_ids"].shape[0] == 1 for b in batches)
     assert all(b["input_ids"].numel() == b["num_tokens"].item() <= 1100 for b in batches)
@@ -317,7 +320,8 @@ def test_the_longest_label_run_is_counted_while_encoding(tokenizer):
     assert longest_label_run([1, 2]) == 2 and longest_label_run([-100, -100]) == 0
     assert longest_label_run([-1, 4, -1], ignore_index=-1) == 1
     dm = datamodule(tokenizer)
-    assert dm.longest_label_run == 0
     ds = dm.encode(dm.train_passages, 0)
     assert "label_run" not in ds.column_names
     assert dm.longest_label_run == 24 == max(longest_label_run(r) for r in ds["labels"])
+    # nothing encoded yet (a run resumed with nothing left to fit): counted on first use
+    assert datamodule(tokenizer).longest_label_run == 24

@@ -115,6 +115,28 @@ def test_a_random_models_test_phase_is_capped_by_the_longest_answer(tmp_path):
     assert lengths[len(lengths) // 2] == 32 and lengths[-1] < 100, lengths[-10:]
 
 
+def test_held_out_passages_are_validated_by_f1(tmp_path):
+    """`data.val_fraction`: the module asks the data module's held-out passages (their sampled
+    types) after each validation, logs val/loss and val/f1, and the best val/f1 is kept."""
+    import csv
+
+    run = tmp_path / "run"
+    common = ["debug=smoke", "data.val_fraction=0.25", "logger=csv", "export=false",
+              f"data.cache_dir={tmp_path / 'cache'}"]
+    train(*common, "trainer.max_steps=-1", f"hydra.run.dir={run}", cwd=tmp_path)  # 1 epoch
+    (metrics,) = run.glob("csv/*/metrics.csv")
+    logged = [row for row in csv.DictReader(metrics.open()) if row.get("val/f1")]
+    assert logged and all(0.0 <= float(row["val/f1"]) <= 1.0 for row in logged)
+    assert logged[0]["val/loss"]
+    assert (run / "checkpoints" / "epoch=0.ckpt").is_file()  # the monitored best
+    # max_steps ends the epoch before its validation: no best to test, the last weights are
+    done = train(*common, "trainer.max_steps=2", f"hydra.run.dir={tmp_path / 'short'}",
+                 cwd=tmp_path)
+    assert "no validation ran (trainer.max_steps ended the epoch first)" in done.stderr + \
+        done.stdout + (tmp_path / "short" / "train.log").read_text()
+    assert (tmp_path / "short" / "metrics.json").is_file()
+
+
 def _trained_state(path: Path) -> tuple[dict, int]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     return ckpt["state_dict"], ckpt["global_step"]

@@ -129,14 +129,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     from uniner.cli.loggers import build_loggers, finish, log_results
     from uniner.data.prompts import prompt_style
-    from uniner.evaluation.benchmark import load_benchmark, passage_queries
+    from uniner.evaluation.benchmark import load_benchmark
     from uniner.evaluation.scoring import write_outputs
     from uniner.inference.query_answers import answer_queries
     from uniner.model.backbone import build_backbone
     from uniner.model.export import export
     from uniner.model.free_cores import free_core_callbacks
     from uniner.model.keep_last import KeepLast
-    from uniner.model.module import AUTO_MARGIN, NERModule
+    from uniner.model.module import NERModule
     from uniner.model.train_progress import progress_callbacks
 
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -154,10 +154,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     datamodule.connect(tokenizer, style)
     module = NERModule(model, tokenizer, instantiate(cfg.optimizer), style=style,
                        answerer=answer_queries, **cfg.module)
+    # read the passages now (Lightning's own setup call then finds them read): their count sizes
+    # the warnings, and whether any are held out decides the checkpoint monitor and the val loop
     datamodule.setup("fit")
-    if datamodule.val_passages:
-        types = datamodule.sampler.queries(datamodule.val_passages, epoch=0)
-        module.val_queries = passage_queries(datamodule.val_passages, types, "val")
     module.test_queries = test_queries
     for line in size_warnings(cfg, len(datamodule.train_passages)):
         print(f"uniner-train: warning: {line}", file=sys.stderr, flush=True)
@@ -187,16 +186,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if trainer.interrupted:
                 raise SystemExit(130) from None
             raise
-        if module.max_new_tokens == "auto":  # sized by the longest answer the data trained
-            if not datamodule.longest_label_run:  # a resumed run that had nothing left to fit
-                datamodule.encode(datamodule.train_passages, 0)
-            module.longest_label_run = max(module.longest_label_run,
-                                           datamodule.longest_label_run)
-            log.info("module.max_new_tokens=auto: %d (longest trained answer %d tokens + %d)",
-                     module.generation_limit(), module.longest_label_run, AUTO_MARGIN)
+        best = "best" if monitor and checkpoint.best_model_path else None
+        if monitor and not best:  # max_steps ended training before the epoch's validation
+            log.warning("no validation ran (trainer.max_steps ended the epoch first): testing "
+                        "the last weights, not the best by %s", monitor)
         trainer.test(module, dataloaders=sorted_test_loader(module, cfg.module.
                                                             generation_batch_size),
-                     ckpt_path="best" if monitor else None, verbose=False)
+                     ckpt_path=best, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if trainer.is_global_zero:
             # the same outputs as uniner-eval, the results under `test`

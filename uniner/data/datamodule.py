@@ -265,7 +265,7 @@ class NERDataModule(pl.LightningDataModule):
         self.dropped: Counter = Counter()
         # the longest run of supervised labels in the rows encoded so far (answer + end token):
         # what `module.max_new_tokens: auto` sizes generation by
-        self.longest_label_run = 0
+        self._longest_label_run = 0
         self._logged_rows = None
 
     def connect(self, tokenizer, style: PromptStyle) -> None:
@@ -298,15 +298,24 @@ class NERDataModule(pl.LightningDataModule):
                 log.warning("epoch %d: %s: %d", epoch, reason, n)
         self.dropped = dropped
         if len(ds):
-            self.longest_label_run = max(self.longest_label_run,
-                                         pc.max(ds.data.column("label_run")).as_py() or 0)
+            self._longest_label_run = max(self._longest_label_run,
+                                          pc.max(ds.data.column("label_run")).as_py() or 0)
         return ds.remove_columns(["label_run"])
 
+    @property
+    def longest_label_run(self) -> int:
+        """The longest run of supervised labels in the training rows encoded so far (the longest
+        answer and its end token, for `module.max_new_tokens: auto`); epoch 0's rows are encoded
+        on first use (a resumed run may have had nothing left to fit)."""
+        if not self._longest_label_run and self.train_passages:
+            self.encode(self.train_passages, 0)
+        return self._longest_label_run
+
     def _flash_attention(self) -> bool:
-        """Whether the trained model runs flash-attention (packed rows must then be one row)."""
+        """Whether the module being fitted runs flash-attention (packed rows must then be one
+        row), as it says (`NERModule.flash_attention`)."""
         module = self.trainer.lightning_module if self.trainer else None
-        config = getattr(getattr(module, "model", None), "config", None)
-        return "flash" in str(getattr(config, "_attn_implementation", None) or "")
+        return bool(getattr(module, "flash_attention", False))
 
     def _loader(self, ds, epoch: int, shuffle: bool) -> DataLoader:
         width = dict(padding=self.padding, max_length=self.max_length,

@@ -188,7 +188,7 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
     attention_mask (rows, 1, T, S) bool, True where a query may attend. Scores and softmax in
     fp32, the products in the model's dtype. Returns (rows, T, heads, d). No sliding window (a
     prompt is far shorter than any window) and no softcapping or sinks."""
-    if shared_prefix is None:  # a forward outside the engine's passes (another thread's)
+    if shared_prefix is None:  # the engine's prefix passes, or another thread's forward
         return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask,
                                                scaling=scaling, dropout=dropout, **kwargs)
     if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:

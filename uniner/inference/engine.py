@@ -102,7 +102,7 @@ class Engine:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters \
             else "past_key_values"
-        self._config = base.config
+        self._base = base
         self._n_layers = base.config.get_text_config(decoder=True).num_hidden_layers
 
     def prompt(self, text: str, type_: str) -> list[int]:
@@ -130,12 +130,17 @@ class Engine:
         self.stats = dict.fromkeys(STATS, 0)
         answers = [""] * len(prompts)
         was_training = self.model.training
+        attention = self._base.config._attn_implementation
         self.model.eval()
+        # the shared-prefix attention for the whole call (forwards without a prefix fall back
+        # to SDPA in it), the model's own again after
+        self._base.set_attn_implementation(ATTENTION)
         try:
             plan = plan_batches(prompts, texts, max_new_tokens=self.max_new_tokens,
                                 batch_tokens=self.batch_tokens, batch_rows=self.batch_rows)
             self._decode(plan, prompts, texts, answers, progress)
         finally:
+            self._base.set_attn_implementation(attention)
             self.model.train(was_training)
         return answers
 
@@ -146,15 +151,10 @@ class Engine:
         """One forward pass; with `prefix`, attention goes through `shared_prefix_attention` and
         `mask` is its (rows, 1, T, S) bool mask over the rows' own tokens."""
         kwargs = {self._cache_arg: cache}
-        config, before = self._config, self._config._attn_implementation_internal
         if prefix is not None:
             kwargs["shared_prefix"] = prefix
-            config._attn_implementation_internal = ATTENTION
-        try:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             use_cache=True, logits_to_keep=1, **kwargs)
-        finally:
-            config._attn_implementation_internal = before
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         use_cache=True, logits_to_keep=1, **kwargs)
         return out.logits[:, -1, :].float(), getattr(out, self._cache_arg)
 
     def _prefixes(self, prefixes: list[list[int]]):

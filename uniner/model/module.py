@@ -3,6 +3,7 @@ greedy generation for `val/f1` and the benchmark test."""
 
 from __future__ import annotations
 
+import logging
 import math
 import resource
 import time
@@ -14,10 +15,12 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from uniner.data.prompts import PromptStyle
 from uniner.errors import ConfigError
-from uniner.evaluation.benchmark import Query
+from uniner.evaluation.benchmark import Query, passage_queries
 from uniner.evaluation.scoring import Evaluation, evaluate, flat_metrics
 from uniner.model import kernels as kernel_lib
 from uniner.model.args import check_max_new_tokens
+
+log = logging.getLogger(__name__)
 
 AUTO_MARGIN, AUTO_CAP = 8, 256  # `max_new_tokens: auto`: the longest trained reply + 8, <= 256
 
@@ -67,9 +70,8 @@ class NERModule(pl.LightningModule):
         warmup_ratio: share of the optimizer steps spent warming up.
         max_new_tokens: answer length limit at generation (256 as the official protocol), or
             `auto`: `auto_max_new_tokens` of the longest supervised label run in the rows the
-            data module encoded (`longest_label_run`, set by `uniner-train` before testing;
-            during fit read from the trainer's data module), so that val and test answers never
-            run past what the longest trained answer needs.
+            trainer's data module encoded (its `longest_label_run`), so that val and test
+            answers never run past what the longest trained answer needs.
         generation_batch_size: queries per `generate` call.
         metric: the test metric, as `uniner-eval`'s: `uniner`, `strict` or `both`.
         style: the prompt style the data renders with: val and test queries are asked in it.
@@ -105,7 +107,6 @@ class NERModule(pl.LightningModule):
         self.optimizer_factory, self.warmup_ratio = optimizer, warmup_ratio
         self.max_new_tokens = check_max_new_tokens(max_new_tokens)
         self.generation_batch_size = generation_batch_size
-        self.longest_label_run = 0  # for `auto`: the training rows' longest supervised run
         self.metric, self.style, self.answerer = metric, style, answerer
         self.val_queries: list[Query] = []
         self.test_queries: list[Query] = []
@@ -119,6 +120,20 @@ class NERModule(pl.LightningModule):
         self._step_start = 0.0
         # checkpoints hold only trainable weights (a frozen 7B base is rebuilt from the backbone)
         self.strict_loading = False
+
+    def setup(self, stage: str) -> None:
+        # the data module's held-out passages (Lightning sets it up first), asked their
+        # sampled types: val/f1 after each validation
+        datamodule = self.trainer.datamodule
+        if stage == "fit" and datamodule is not None and datamodule.val_passages:
+            types = datamodule.sampler.queries(datamodule.val_passages, epoch=0)
+            self.val_queries = passage_queries(datamodule.val_passages, types, "val")
+
+    @property
+    def flash_attention(self) -> bool:
+        """Whether the model attends with flash-attention (packed rows must then be one flat
+        row: the data module asks)."""
+        return "flash" in str(self.model.config._attn_implementation or "")
 
     def on_fit_start(self):
         # Lightning (>= 2.2) keeps each submodule's mode, and a model loaded by `from_pretrained`
@@ -192,15 +207,18 @@ class NERModule(pl.LightningModule):
             results = evaluate(self.val_queries, self.answer(self.val_queries)).results
             self.log("val/f1", results["average"]["f1"], prog_bar=True, sync_dist=True)
 
+    def longest_label_run(self) -> int:
+        """The longest supervised run of the training rows, as the trainer's data module
+        counted it (0 without one)."""
+        datamodule = self._trainer.datamodule if self._trainer else None
+        return datamodule.longest_label_run if datamodule is not None else 0
+
     def generation_limit(self) -> int:
         """The tokens an answer may take: `max_new_tokens`, or for `auto` the rule of
         `auto_max_new_tokens` on the longest label run the data module counted."""
         if self.max_new_tokens != "auto":
             return self.max_new_tokens
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        self.longest_label_run = max(self.longest_label_run,
-                                     getattr(datamodule, "longest_label_run", 0) or 0)
-        return auto_max_new_tokens(self.longest_label_run)
+        return auto_max_new_tokens(self.longest_label_run())
 
     def answer(self, queries: Sequence[Query],
                progress: Callable[[int], None] | None = None) -> list[str]:
@@ -215,6 +233,10 @@ class NERModule(pl.LightningModule):
 
     def on_test_epoch_start(self):
         self._test_answers: dict[int, str] = {}
+        if self.max_new_tokens == "auto":
+            longest = self.longest_label_run()
+            log.info("module.max_new_tokens=auto: %d (longest trained answer %d tokens + %d)",
+                     auto_max_new_tokens(longest), longest, AUTO_MARGIN)
 
     def test_step(self, batch: TestBatch, batch_idx):
         answers = self.answer([q for _, q in batch], progress=self.answer_progress)
