@@ -175,6 +175,15 @@ def test_a_checkpoint_that_is_no_directory_is_one_line(tmp_path, tool, args):
                           "(no config.json nor adapter_config.json)")
 
 
+def test_eval_needs_exactly_one_of_checkpoint_and_predictions(tmp_path, model_dir):
+    (tmp_path / "p.jsonl").write_text('{"id": "a", "output": "[]"}\n')
+    rule = ("uniner-eval: error: give exactly one of checkpoint=DIR (generate) and "
+            "predictions=FILE")
+    for args in ([], [f"checkpoint={model_dir}", "predictions=p.jsonl"]):
+        done = cli("eval", "benchmark=sample", *args, cwd=tmp_path)
+        assert done.returncode != 0 and done.stderr.strip().startswith(rule), done.stderr
+
+
 def test_a_bad_jsonl_line_is_one_line(tmp_path, model_dir):
     (tmp_path / "bad.jsonl").write_text('{"text": "Ada", "types": ["person"]}\n{"text": \n')
     done = cli("predict", f"checkpoint={model_dir}", "input=bad.jsonl", cwd=tmp_path)

@@ -74,10 +74,8 @@ def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Answer (or read the answers of) `cfg.benchmark`, score, write and log; returns
-    metrics.json's content."""
-    if (cfg.checkpoint is None) == (cfg.predictions is None):
-        raise ConfigError("give exactly one of checkpoint=DIR (generate) and predictions=FILE "
-                          "(score JSON lines {\"id\", \"output\"})")
+    metrics.json's content. `checks.check_eval` has checked the config (one of checkpoint and
+    predictions)."""
     queries, missing = load_benchmark(cfg.benchmark)
     if not queries:
         raise ConfigError(f"benchmark={cfg.benchmark.name}: no dataset file found "
