@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 
 TRAIN_VARIANTS = {  # label -> overrides on experiment=real_student
-    "recipe: full, bf16-mixed, chunked loss": [],
+    "recipe: full, bf16-mixed, chunked loss, 3,072-token length-grouped batches": [],
+    "the same, 16 random pieces padded to the longest":
+        ["data.batch_tokens=null", "data.batch_size=16"],
     "full, fp32, plain loss": ["trainer.precision=32-true", "module.kernels=plain"],
     "LoRA r=8 q/v, bf16-mixed, chunked": ["adapter=lora", "optimizer.lr=5e-4"],
 }
