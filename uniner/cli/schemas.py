@@ -16,7 +16,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
-# the model's own typed groups: one definition of their keys, checked here by OmegaConf
+# the components' own typed configs: one definition of their keys, checked here by OmegaConf
+from uniner.data.sampling import NegativeSampler as Sampling
 from uniner.model.args import AdapterArgs as Adapter
 from uniner.model.args import BackboneArgs as Backbone
 from uniner.model.args import QuantArgs as Quant
@@ -53,16 +54,6 @@ class Data:
     cache_max_gb: float | None = None
     seed: int = 42
     source: Any = None
-
-
-@dataclass
-class Sampling:
-    strategy: str = "frequency"
-    k: int | None = None
-    ratio: float | None = None
-    keep_source_negatives: bool = False
-    redraw_each_epoch: bool = True
-    seed: int = 42
 
 
 @dataclass
