@@ -159,6 +159,18 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
     assert "Traceback" in done.stderr and "ConfigError: data.batch_size=abc" in done.stderr
 
 
+@pytest.mark.parametrize("override, line", [
+    ("sampling.k=-1", "sampling.k and sampling.ratio must be >= 0"),
+    ("sampling.strategy=fancy", "sampling.strategy='fancy': choose one of ('none', 'uniform', "
+                                "'frequency')"),
+])
+def test_a_value_the_component_refuses_is_one_line_before_loading(tmp_path, override, line):
+    """The component validates its own values (NegativeSampler.__post_init__); the CLI builds
+    it among its checks and reports the refusal, unwrapped from Hydra's instantiate."""
+    done = cli("train", override, cwd=tmp_path)
+    assert_one_line(done, f"uniner-train: error: {line}")
+
+
 # ------------------------------------------------------------------------------ eval, predict
 
 

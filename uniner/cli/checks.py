@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -281,6 +282,7 @@ def _backbone_files(backbone: Mapping) -> None:
 def check_train(cfg: DictConfig) -> None:
     """uniner-train: types, backbone path, training data, benchmark files, `ckpt_path`."""
     check_types(cfg, schemas.Train)
+    instantiate(cfg.sampling)  # NegativeSampler validates its own values
     root = cfg.paths.data_root
     _backbone_files(_plain(cfg.backbone))
     check_source(_plain(cfg.data.source), "data.source", root)

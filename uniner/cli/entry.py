@@ -53,13 +53,20 @@ def fail(prog: str, message: str) -> None:
 
 @contextlib.contextmanager
 def user_errors(prog: str) -> Iterator[None]:
-    """Report a `UserError` raised inside as one line on stderr and exit 2 (no traceback)."""
+    """Report a `UserError` raised inside as one line on stderr and exit 2 (no traceback); also
+    one that a component's constructor raised under Hydra's `instantiate`, which wraps it."""
+    from hydra.errors import InstantiationException
+
     try:
         yield
     except UserError as err:
         if full_error():
             raise
         fail(prog, one_line(err))
+    except InstantiationException as err:
+        if full_error() or not isinstance(err.__cause__, UserError):
+            raise
+        fail(prog, one_line(err.__cause__))
 
 
 def run_tool(prog: str, check, work, out: str):
