@@ -108,7 +108,9 @@ def main() -> None:
         "|---|" + "---:|" * (len(ZERO_SHOT) + 5),
         *rows,
         "",
-        f"training: {cfg.data.batch_size} pieces a step, lr {cfg.optimizer.lr}, "
+        "training: " + (f"{cfg.data.batch_tokens} tokens a step (length-grouped)"
+                        if cfg.data.get("batch_tokens") else f"{cfg.data.batch_size} pieces a step")
+        + f", lr {cfg.optimizer.lr}, "
         f"{cfg.trainer.precision}, adapter={cfg.adapter.name}, sampling={cfg.sampling.strategy} "
         f"(k={cfg.sampling.k})",
     ])
