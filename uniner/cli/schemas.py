@@ -16,8 +16,10 @@ from typing import Any
 
 from omegaconf import MISSING
 
-# the components' own typed configs: one definition of their keys, checked here by OmegaConf
+# the components' own typed configs and choices: one definition each, checked here by OmegaConf
 from uniner.data.sampling import NegativeSampler as Sampling
+from uniner.evaluation.scoring import METRICS
+from uniner.model.args import KERNELS
 from uniner.model.args import AdapterArgs as Adapter
 from uniner.model.args import BackboneArgs as Backbone
 from uniner.model.args import QuantArgs as Quant
@@ -25,12 +27,12 @@ from uniner.model.args import QuantArgs as Quant
 # closed choices (a prompt style, a sampling strategy or a dtype is checked where it is
 # registered, so that a new one needs no edit here)
 Padding = Enum("Padding", ["longest", "max_length"])
-Metric = Enum("Metric", ["uniner", "strict", "both"])
+Metric = Enum("Metric", METRICS)
 Decoding = Enum("Decoding", ["greedy", "constrained"])
 GenerationEngine = Enum("GenerationEngine", ["hf", "vllm"])
 Mode = Enum("Mode", ["train", "benchmark"])
 MatmulPrecision = Enum("MatmulPrecision", ["highest", "high", "medium"])
-Kernels = Enum("Kernels", ["auto", "plain", "chunked", "liger"])
+Kernels = Enum("Kernels", KERNELS)
 
 
 @dataclass

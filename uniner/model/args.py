@@ -181,6 +181,9 @@ def validate(backbone, quant, adapter) -> tuple[BackboneArgs, QuantArgs, Adapter
     return b, q, a
 
 
+KERNELS = ("auto", "plain", "chunked", "liger")  # module.kernels: how the loss is computed
+
+
 def check_max_new_tokens(value) -> int | str:
     """`module.max_new_tokens`: an integer >= 1, or `auto` (sized by the training answers)."""
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):

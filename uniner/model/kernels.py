@@ -35,11 +35,11 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from uniner.errors import ConfigError
+from uniner.model.args import KERNELS  # torch-free: the config schema reads it too
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-KINDS = ("auto", "plain", "chunked", "liger")
 COMPILE = (False, True, "layers", "model")
 # model types whose LM logits are `lm_head(last hidden state)` (no softcap, no logit scaling)
 # and whose liger patches (RMSNorm, RoPE, SwiGLU) exist
@@ -52,8 +52,8 @@ def liger_available() -> bool:
 
 def resolve_kind(kind: str, device: torch.device) -> str:
     """`auto` -> liger (CUDA + liger-kernel), chunked (CUDA), plain (CPU); others checked."""
-    if kind not in KINDS:
-        raise ConfigError(f"module.kernels={kind!r}: choose one of {', '.join(KINDS)}")
+    if kind not in KERNELS:
+        raise ConfigError(f"module.kernels={kind!r}: choose one of {', '.join(KERNELS)}")
     cuda = torch.device(device).type == "cuda"
     if kind == "auto":
         return ("liger" if liger_available() else "chunked") if cuda else "plain"

@@ -18,7 +18,7 @@ from uniner.errors import ConfigError
 from uniner.evaluation.benchmark import Query, passage_queries
 from uniner.evaluation.scoring import Evaluation, evaluate, flat_metrics
 from uniner.model import kernels as kernel_lib
-from uniner.model.args import check_max_new_tokens
+from uniner.model.args import KERNELS, check_max_new_tokens
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,9 @@ class NERModule(pl.LightningModule):
                  kernels: str = "auto", chunk_tokens: int = 1024, compile: bool | str = False,
                  answerer: Callable | None = None):
         super().__init__()
-        if kernels not in kernel_lib.KINDS:
+        if kernels not in KERNELS:
             raise ConfigError(f"module.kernels={kernels!r}: choose one of "
-                              f"{', '.join(kernel_lib.KINDS)}")
+                              f"{', '.join(KERNELS)}")
         if chunk_tokens < 1:
             raise ConfigError(f"module.chunk_tokens={chunk_tokens}: must be >= 1")
         kernel_lib.check_compile(compile)
