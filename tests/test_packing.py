@@ -245,8 +245,10 @@ def test_bad_budget_config_names_the_key(tokenizer):
         NERDataModule(SAMPLE, max_length=512, batch_tokens=500)
     with pytest.raises(ValueError, match=r"must be >= 512"):  # 500 padded to a multiple of 64
         NERDataModule(SAMPLE, max_length=500, batch_tokens=510, pad_to_multiple_of=64)
-    with pytest.raises(ValueError, match="data.padding"):
+    with pytest.raises(ValueError, match="data.padding=max: expected one of longest, max_length"):
         NERDataModule(SAMPLE, padding="max")
+    with pytest.raises(ValueError, match=r"data: unknown key\(s\) \['batch_sise'\]"):
+        NERDataModule(SAMPLE, batch_sise=4)  # a misspelt knob is named, not silently dropped
 
 
 # ------------------------------------------------------------------------------ training

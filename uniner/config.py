@@ -1,11 +1,16 @@
 """Config helpers shared by the entry points: where the configs are, the `asset` and
-`wandb_offline` resolvers, and secret redaction."""
+`wandb_offline` resolvers, secret redaction, and a config group as its typed dataclass."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from uniner.errors import ConfigError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -72,3 +77,27 @@ def wandb_offline() -> bool:
 
 if not OmegaConf.has_resolver("wandb_offline"):
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline)
+
+
+def group_args(cls, group: str, cfg):
+    """A config group (DictConfig, dict or `cls`) as its typed `cls` (Hydra's `_target_` aside);
+    a `ConfigError` names `group`."""
+    if isinstance(cfg, cls):
+        return cfg
+    if isinstance(cfg, DictConfig):
+        try:
+            cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as e:
+            raise ConfigError(f"{group}: {e.msg} (set it on the command line, "
+                              f"e.g. {group}.{e.full_key.split('.')[-1]}=...)") from None
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{group}: expected a mapping, got {type(cfg).__name__}")
+    cfg = {k: v for k, v in cfg.items() if k != "_target_"}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"{group}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    try:
+        return cls(**cfg)
+    except TypeError as e:  # a missing required key
+        raise ConfigError(f"{group}: {e}") from None

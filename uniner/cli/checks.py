@@ -26,6 +26,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from uniner.cli import schemas
 from uniner.cli.entry import one_line
+from uniner.config import group_args
+from uniner.data.args import DataArgs
 from uniner.errors import ConfigError
 from uniner.model.args import check_max_new_tokens
 from uniner.model.gguf import is_gguf, locate
@@ -282,7 +284,8 @@ def _backbone_files(backbone: Mapping) -> None:
 def check_train(cfg: DictConfig) -> None:
     """uniner-train: types, backbone path, training data, benchmark files, `ckpt_path`."""
     check_types(cfg, schemas.Train)
-    instantiate(cfg.sampling)  # NegativeSampler validates its own values
+    instantiate(cfg.sampling)  # the components validate their own values
+    group_args(DataArgs, "data", cfg.data)
     root = cfg.paths.data_root
     _backbone_files(_plain(cfg.backbone))
     check_source(_plain(cfg.data.source), "data.source", root)

@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import MISSING
 
 # the components' own typed configs and choices: one definition each, checked here by OmegaConf
+from uniner.data.args import DataArgs as Data
 from uniner.data.sampling import NegativeSampler as Sampling
 from uniner.evaluation.scoring import METRICS
 from uniner.model.args import KERNELS
@@ -26,7 +27,6 @@ from uniner.model.args import QuantArgs as Quant
 
 # closed choices (a prompt style, a sampling strategy or a dtype is checked where it is
 # registered, so that a new one needs no edit here)
-Padding = Enum("Padding", ["longest", "max_length"])
 Metric = Enum("Metric", METRICS)
 Decoding = Enum("Decoding", ["greedy", "constrained"])
 GenerationEngine = Enum("GenerationEngine", ["hf", "vllm"])
@@ -38,24 +38,6 @@ Kernels = Enum("Kernels", KERNELS)
 @dataclass
 class Paths:
     data_root: str = "./data"
-
-
-@dataclass
-class Data:
-    name: str = ""
-    max_length: int = 1024
-    batch_size: int = 8
-    batch_tokens: int | None = None
-    packing: bool = False
-    val_fraction: float = 0.0
-    num_workers: int = 0
-    padding: Padding = Padding.longest
-    pad_to_multiple_of: int | None = None
-    train_on_read_reply: bool = True
-    cache_dir: str | None = None
-    cache_max_gb: float | None = None
-    seed: int = 42
-    source: Any = None
 
 
 @dataclass

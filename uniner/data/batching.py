@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler
 
+from uniner.data.args import padded_width
 from uniner.data.encoding import IGNORE_INDEX
 from uniner.errors import ConfigError
 
@@ -30,19 +31,6 @@ from uniner.errors import ConfigError
 def row_lengths(ds) -> np.ndarray:
     """Token count of every row of an encoded `datasets.Dataset` (read from Arrow, not Python)."""
     return pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_numpy().astype(np.int64)
-
-
-def padded_width(longest: int, *, padding: str, max_length: int | None,
-                 pad_to_multiple_of: int | None) -> int:
-    """The width a batch whose longest row is `longest` is padded to."""
-    width = longest
-    if padding == "max_length":
-        if max_length is None:
-            raise ConfigError("padding='max_length' needs max_length")
-        width = max(width, max_length)
-    if pad_to_multiple_of:
-        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
-    return width
 
 
 def padded_cost(rows: int, longest: int, total: int, **width) -> int:

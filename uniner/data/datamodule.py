@@ -22,6 +22,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from uniner.config import group_args
+from uniner.data.args import DataArgs, padded_width
 from uniner.data.batching import (
     PackedRows,
     TokenBudgetBatchSampler,
@@ -29,7 +31,6 @@ from uniner.data.batching import (
     flat_cost,
     pack,
     padded_cost,
-    padded_width,
     row_lengths,
 )
 from uniner.data.encoding import IGNORE_INDEX, assemble, bos_id, token_ids
@@ -200,8 +201,6 @@ def collate(batch: list[dict], *, pad_id: int, ignore_index: int = IGNORE_INDEX,
     `max_length` (the official recipe, kept for comparisons). `num_tokens` (the non-pad tokens)
     is for the throughput log; the module does not pass it to the model.
     """
-    if padding not in ("longest", "max_length"):
-        raise ConfigError(f"padding={padding!r}: choose 'longest' or 'max_length'")
     width = padded_width(max(len(r["input_ids"]) for r in batch), padding=padding,
                          max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -227,37 +226,11 @@ class NERDataModule(pl.LightningDataModule):
     See `uniner.data.batching`.
     """
 
-    def __init__(self, source: dict, sampler: NegativeSampler | None = None, *,
-                 max_length: int = 1024, batch_size: int = 8, val_fraction: float = 0.0,
-                 num_workers: int = 0, padding: str = "longest",
-                 pad_to_multiple_of: int | None = None, train_on_read_reply: bool = True,
-                 cache_dir: str | None = None, cache_max_gb: float | None = 2.0, seed: int = 42,
-                 name: str | None = None, packing: bool = False, batch_tokens: int | None = None):
+    def __init__(self, source: dict, sampler: NegativeSampler | None = None, **knobs):
+        """`source` and the other `DataArgs` knobs (`knobs`), checked there."""
         super().__init__()
-        if not 0 <= val_fraction < 1:
-            raise ConfigError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
-        if padding not in ("longest", "max_length"):
-            raise ConfigError(f"data.padding={padding!r}: choose longest or max_length")
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size={batch_size}: must be >= 1")
-        if not isinstance(packing, bool):
-            raise ConfigError(f"data.packing={packing!r}: true or false")
-        if batch_tokens is not None:
-            # any conversation may be max_length tokens long: one such row must fit a batch
-            row = padded_width(max_length, padding=padding, max_length=max_length,
-                               pad_to_multiple_of=pad_to_multiple_of)
-            if batch_tokens < row:
-                raise ConfigError(f"data.batch_tokens={batch_tokens}: must be >= {row}, the "
-                                  f"tokens of one padded row of data.max_length={max_length}")
-        self.packing, self.batch_tokens = packing, batch_tokens
-        self.source = dict(source)
+        self.args = group_args(DataArgs, "data", {"source": dict(source), **knobs})
         self.sampler = sampler or NegativeSampler(strategy="none", k=None)
-        self.max_length, self.batch_size = max_length, batch_size
-        self.val_fraction, self.num_workers, self.seed = val_fraction, num_workers, seed
-        self.padding, self.pad_to_multiple_of = padding, pad_to_multiple_of
-        self.train_on_read_reply, self.name = train_on_read_reply, name
-        self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
-        self.cache_max_gb = cache_max_gb
         self.tokenizer, self.style = None, None
         self.train_passages: list[Passage] = []
         self.val_passages: list[Passage] = []
@@ -275,12 +248,12 @@ class NERDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_passages:
             return
-        passages = load_passages(self.source, self.report)
+        passages = load_passages(self.args.source, self.report)
         if not passages:
-            raise ConfigError(f"data source {self.source.get('path')} yielded no passages")
+            raise ConfigError(f"data source {self.args.source.get('path')} yielded no passages")
         # the split has its own generator, so other seeded draws don't move it
-        order = np.random.default_rng(self.seed).permutation(len(passages))
-        n_val = int(round(self.val_fraction * len(passages)))
+        order = np.random.default_rng(self.args.seed).permutation(len(passages))
+        n_val = int(round(self.args.val_fraction * len(passages)))
         self.val_passages = [passages[i] for i in sorted(order[:n_val])]
         self.train_passages = [passages[i] for i in sorted(order[n_val:])]
 
@@ -289,9 +262,10 @@ class NERDataModule(pl.LightningDataModule):
             raise RuntimeError("NERDataModule.connect(tokenizer) must be called before encoding")
         queries = self.sampler.queries(passages, epoch)
         rows = render_rows(passages, queries, style=self.style,
-                           train_on_read_reply=self.train_on_read_reply)
-        ds, dropped = encode_rows(rows, self.tokenizer, max_length=self.max_length,
-                                  cache_dir=self.cache_dir, cache_max_gb=self.cache_max_gb,
+                           train_on_read_reply=self.args.train_on_read_reply)
+        cache_dir = os.path.expanduser(self.args.cache_dir) if self.args.cache_dir else None
+        ds, dropped = encode_rows(rows, self.tokenizer, max_length=self.args.max_length,
+                                  cache_dir=cache_dir, cache_max_gb=self.args.cache_max_gb,
                                   auto_bos=self.style.auto_bos)
         for reason, n in dropped.items():
             if epoch == 0 or self.sampler.redraw_each_epoch:
@@ -318,36 +292,38 @@ class NERDataModule(pl.LightningDataModule):
         return bool(getattr(module, "flash_attention", False))
 
     def _loader(self, ds, epoch: int, shuffle: bool) -> DataLoader:
-        width = dict(padding=self.padding, max_length=self.max_length,
-                     pad_to_multiple_of=self.pad_to_multiple_of)
-        flatten = self.packing and self._flash_attention()
+        width = dict(padding=self.args.padding, max_length=self.args.max_length,
+                     pad_to_multiple_of=self.args.pad_to_multiple_of)
+        flatten = self.args.packing and self._flash_attention()
         lengths = row_lengths(ds)
-        if self.packing:
+        if self.args.packing:
             # repacked each epoch (the loader is rebuilt), ties broken by the epoch's seed
-            ds = PackedRows(ds, pack(lengths, self.max_length, seed=self.seed + epoch), lengths)
+            bins = pack(lengths, self.args.max_length, seed=self.args.seed + epoch)
+            ds = PackedRows(ds, bins, lengths)
             lengths = ds.lengths
             fn = partial(collate_packed, pad_id=self.tokenizer.pad_token_id, flatten=flatten,
                          **width)
         else:
             fn = partial(collate, pad_id=self.tokenizer.pad_token_id, **width)
-        if self.batch_tokens is None:
+        if self.args.batch_tokens is None:
             # the epoch's order is a function of (seed, epoch) alone, not of a generator's state,
             # so a run resumed from `last` sees exactly the batches the interrupted one would have
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(ds)).tolist() \
+            order = np.random.default_rng([self.args.seed, epoch]).permutation(len(ds)).tolist() \
                 if shuffle else None
             # its own generator: each iterator draws a worker seed, never from the global RNG
-            gen = torch.Generator().manual_seed(self.seed + epoch)
-            return DataLoader(ds, batch_size=self.batch_size, sampler=order, collate_fn=fn,
-                              num_workers=self.num_workers, generator=gen)
+            gen = torch.Generator().manual_seed(self.args.seed + epoch)
+            return DataLoader(ds, batch_size=self.args.batch_size, sampler=order, collate_fn=fn,
+                              num_workers=self.args.num_workers, generator=gen)
         cost = flat_cost if flatten else partial(padded_cost, **width)
         # this rank's share; under DDP Lightning re-creates the sampler with a DistributedSampler
         # that says the same (see TokenBudgetBatchSampler)
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer \
             else (1, 0)
-        batches = TokenBudgetBatchSampler(None, lengths, self.batch_tokens, cost,
-                                          shuffle=shuffle, seed=self.seed, epoch=epoch,
+        batches = TokenBudgetBatchSampler(None, lengths, self.args.batch_tokens, cost,
+                                          shuffle=shuffle, seed=self.args.seed, epoch=epoch,
                                           num_replicas=world, rank=rank)
-        return DataLoader(ds, batch_sampler=batches, collate_fn=fn, num_workers=self.num_workers)
+        return DataLoader(ds, batch_sampler=batches, collate_fn=fn,
+                          num_workers=self.args.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer else 0

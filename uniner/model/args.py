@@ -5,15 +5,11 @@ from them; the tools' config schemas use them as they are.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
-
+from uniner.config import group_args
 from uniner.errors import ConfigError
 
 DTYPES = ("bf16", "fp16", "fp32")
@@ -131,28 +127,6 @@ class AdapterArgs:
     @property
     def lora(self) -> bool:
         return self.name == "lora"
-
-
-def group_args(cls, group: str, cfg):
-    """A config group (DictConfig, dict or `cls`) as its typed `cls`; ValueError names `group`."""
-    if isinstance(cfg, cls):
-        return cfg
-    if isinstance(cfg, DictConfig):
-        try:
-            cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        except MissingMandatoryValue as e:
-            raise ConfigError(f"{group}: {e.msg} (set it on the command line, "
-                              f"e.g. {group}.{e.full_key.split('.')[-1]}=...)") from None
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{group}: expected a mapping, got {type(cfg).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ConfigError(f"{group}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-    try:
-        return cls(**cfg)
-    except TypeError as e:  # a missing required key
-        raise ConfigError(f"{group}: {e}") from None
 
 
 def validate(backbone, quant, adapter) -> tuple[BackboneArgs, QuantArgs, AdapterArgs]:

@@ -22,8 +22,9 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import uniner.config  # noqa: F401  registers the `asset` resolver used by backbone/tiny
+from uniner.config import group_args
 from uniner.errors import ConfigError
-from uniner.model.args import BackboneArgs, QuantArgs, group_args, validate
+from uniner.model.args import BackboneArgs, QuantArgs, validate
 from uniner.model.gguf import local_dir
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from uniner.config import redact
+from uniner.config import group_args, redact
 from uniner.data.prompts import PromptStyle, save_prompt_style
 from uniner.errors import ConfigError
-from uniner.model.args import DTYPE_NAMES, QuantArgs, group_args
+from uniner.model.args import DTYPE_NAMES, QuantArgs
 from uniner.model.backbone import ensure_pad, keep_4bit_layout, resolve_dtype, target_device
 from uniner.model.gguf import local_dir
 from uniner.progress import interactive, library_bars
