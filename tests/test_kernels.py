@@ -170,7 +170,7 @@ def test_module_uses_the_configured_kernels(conversations):
     batch = layouts(rows, pad_id)["padded"]
     opt = partial(torch.optim.AdamW, lr=1e-3)
     auto = NERModule(model, tok, opt, style=UniNER(tok))  # auto on the CPU: the plain loss
-    assert auto.kernels == "auto"
+    assert auto.args.kernels == "auto"
     chunked = NERModule(model, tok, opt, style=UniNER(tok), kernels="chunked", chunk_tokens=50)
     torch.testing.assert_close(chunked.loss(batch), auto.loss(batch), rtol=1e-5, atol=0)
     assert auto.resolved_kernels == "plain" and chunked.resolved_kernels == "chunked"

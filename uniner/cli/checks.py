@@ -29,7 +29,7 @@ from uniner.cli.entry import one_line
 from uniner.config import group_args
 from uniner.data.args import DataArgs
 from uniner.errors import ConfigError
-from uniner.model.args import check_max_new_tokens
+from uniner.model.args import ModuleArgs
 from uniner.model.gguf import is_gguf, locate
 
 log = logging.getLogger(__name__)
@@ -286,6 +286,7 @@ def check_train(cfg: DictConfig) -> None:
     check_types(cfg, schemas.Train)
     instantiate(cfg.sampling)  # the components validate their own values
     group_args(DataArgs, "data", cfg.data)
+    group_args(ModuleArgs, "module", cfg.module)
     root = cfg.paths.data_root
     _backbone_files(_plain(cfg.backbone))
     check_source(_plain(cfg.data.source), "data.source", root)
@@ -297,7 +298,6 @@ def check_train(cfg: DictConfig) -> None:
         check_exists("ckpt_path", ckpt)
     check_accelerator(cfg.trainer)
     check_kernels(cfg)
-    check_max_new_tokens(cfg.module.get("max_new_tokens"))
 
 
 def last_checkpoint() -> Path:

@@ -20,9 +20,9 @@ from omegaconf import MISSING
 from uniner.data.args import DataArgs as Data
 from uniner.data.sampling import NegativeSampler as Sampling
 from uniner.evaluation.scoring import METRICS
-from uniner.model.args import KERNELS
 from uniner.model.args import AdapterArgs as Adapter
 from uniner.model.args import BackboneArgs as Backbone
+from uniner.model.args import ModuleArgs as Module
 from uniner.model.args import QuantArgs as Quant
 
 # closed choices (a prompt style, a sampling strategy or a dtype is checked where it is
@@ -32,7 +32,6 @@ Decoding = Enum("Decoding", ["greedy", "constrained"])
 GenerationEngine = Enum("GenerationEngine", ["hf", "vllm"])
 Mode = Enum("Mode", ["train", "benchmark"])
 MatmulPrecision = Enum("MatmulPrecision", ["highest", "high", "medium"])
-Kernels = Enum("Kernels", KERNELS)
 
 
 @dataclass
@@ -67,17 +66,6 @@ class Optimizer:
     lr: float = 2e-4
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-
-
-@dataclass
-class Module:
-    warmup_ratio: float = 0.04
-    max_new_tokens: Any = "auto"  # an integer >= 1 or auto (uniner.model.args.check_max_new_tokens)
-    generation_batch_size: int = 512
-    metric: Metric = Metric.uniner
-    kernels: Kernels = Kernels.auto
-    chunk_tokens: int = 1024
-    compile: Any = False  # false, true, layers or model (checked by NERModule)
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""The typed `backbone`, `quant` and `adapter` groups and their combination, checked without
-loading anything (no torch import: the tools check a config in a second). `backbone` builds
-from them; the tools' config schemas use them as they are.
+"""The typed `backbone`, `quant`, `adapter` and `module` groups and their combination, checked
+without loading anything (no torch import: the tools check a config in a second). `backbone`
+and `NERModule` build from them; the tools' config schemas use them as they are.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from uniner.config import group_args
 from uniner.errors import ConfigError
+from uniner.evaluation.scoring import METRICS
 
 DTYPES = ("bf16", "fp16", "fp32")
 DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
@@ -156,6 +157,7 @@ def validate(backbone, quant, adapter) -> tuple[BackboneArgs, QuantArgs, Adapter
 
 
 KERNELS = ("auto", "plain", "chunked", "liger")  # module.kernels: how the loss is computed
+COMPILE = (False, True, "layers", "model")  # module.compile: true means layers
 
 
 def check_max_new_tokens(value) -> int | str:
@@ -164,3 +166,51 @@ def check_max_new_tokens(value) -> int | str:
         return value
     shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else value
     raise ConfigError(f"module.max_new_tokens={shown}: expected an integer >= 1 or auto")
+
+
+def compile_target(option) -> str | None:
+    """`module.compile` as None (off), `layers` or `model`."""
+    if option not in COMPILE:
+        raise ConfigError(f"module.compile={option!r}: choose false, true (= layers), layers "
+                          "or model")
+    return None if option is False else "layers" if option is True else option
+
+
+@dataclass
+class ModuleArgs:
+    """The `module` group: how `NERModule` trains and answers its val/test queries."""
+
+    warmup_ratio: float = 0.04
+    """Share of the optimizer steps spent warming up (then cosine decay to 0)."""
+    max_new_tokens: Any = 256
+    """Answer length limit at val/test generation (256: the official protocol), or `auto`: the
+    longest answer the training rows teach (its supervised tokens + end token) + 8, <= 256."""
+    generation_batch_size: int = 32
+    """Queries a test step (the engine shares each text's prefix)."""
+    metric: str = "uniner"
+    """The test metric, as uniner-eval's: uniner, strict or both."""
+    kernels: str = "auto"
+    """The training loss: plain (the model's own, full logits), chunked (LM head +
+    cross-entropy on the labelled positions only, in checkpointed chunks), liger
+    (liger-kernel's fused kernels; CUDA), auto (liger, else chunked on CUDA; plain on the CPU)."""
+    chunk_tokens: int = 1024
+    """Positions a chunk of the `chunked` loss."""
+    compile: Any = False
+    """`torch.compile` for training: false, true or `layers` (each decoder layer), `model`."""
+
+    def __post_init__(self):
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"module.warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
+        check_max_new_tokens(self.max_new_tokens)
+        if self.generation_batch_size < 1:
+            raise ConfigError(f"module.generation_batch_size={self.generation_batch_size}: "
+                              "must be >= 1")
+        if self.metric not in METRICS:
+            raise ConfigError(f"module.metric={self.metric}: expected one of "
+                              f"{', '.join(METRICS)}")
+        if self.kernels not in KERNELS:
+            raise ConfigError(f"module.kernels={self.kernels!r}: choose one of "
+                              f"{', '.join(KERNELS)}")
+        if self.chunk_tokens < 1:
+            raise ConfigError(f"module.chunk_tokens={self.chunk_tokens}: must be >= 1")
+        compile_target(self.compile)

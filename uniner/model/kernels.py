@@ -35,12 +35,11 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from uniner.errors import ConfigError
-from uniner.model.args import KERNELS  # torch-free: the config schema reads it too
+from uniner.model.args import KERNELS, compile_target
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-COMPILE = (False, True, "layers", "model")
 # model types whose LM logits are `lm_head(last hidden state)` (no softcap, no logit scaling)
 # and whose liger patches (RMSNorm, RoPE, SwiGLU) exist
 SUPPORTED = ("llama", "mistral", "qwen2")
@@ -177,14 +176,6 @@ def loss_function(kind: str, chunk_tokens: int = 1024) -> Callable[..., torch.Te
     raise ValueError(f"module.kernels={kind!r}: resolve it first (resolve_kind)")
 
 
-def check_compile(option) -> str | None:
-    """`module.compile` as None (off), `layers` or `model`."""
-    if option not in COMPILE:
-        raise ConfigError(f"module.compile={option!r}: choose false, true (= layers), layers "
-                          "or model")
-    return None if option is False else "layers" if option is True else option
-
-
 def _train_only(module: torch.nn.Module, compiled: Callable) -> None:
     eager = module.forward
 
@@ -197,7 +188,7 @@ def _train_only(module: torch.nn.Module, compiled: Callable) -> None:
 def compile_model(model, option) -> None:
     """`torch.compile` the decoder layers (`layers`: one graph shared by all layers) or the whole
     decoder body (`model`), in place, for training (eval mode runs the eager forward)."""
-    what = check_compile(option)
+    what = compile_target(option)
     if what is None:
         return
     lm = causal_lm(model)

@@ -13,12 +13,13 @@ import pytorch_lightning as pl
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from uniner.config import group_args
 from uniner.data.prompts import PromptStyle
 from uniner.errors import ConfigError
 from uniner.evaluation.benchmark import Query, passage_queries
 from uniner.evaluation.scoring import Evaluation, evaluate, flat_metrics
 from uniner.model import kernels as kernel_lib
-from uniner.model.args import KERNELS, check_max_new_tokens
+from uniner.model.args import ModuleArgs
 
 log = logging.getLogger(__name__)
 
@@ -67,47 +68,24 @@ class NERModule(pl.LightningModule):
         model: the (possibly quantized, possibly LoRA-wrapped) causal LM.
         tokenizer: its tokenizer.
         optimizer: a partial optimizer (`_partial_: true`), called with the trainable params.
-        warmup_ratio: share of the optimizer steps spent warming up.
-        max_new_tokens: answer length limit at generation (256 as the official protocol), or
-            `auto`: `auto_max_new_tokens` of the longest supervised label run in the rows the
-            trainer's data module encoded (its `longest_label_run`), so that val and test
-            answers never run past what the longest trained answer needs.
-        generation_batch_size: queries per `generate` call.
-        metric: the test metric, as `uniner-eval`'s: `uniner`, `strict` or `both`.
         style: the prompt style the data renders with: val and test queries are asked in it.
-        kernels: how the training loss is computed (`module.kernels`): `plain` (the model's own
-            loss, full logits), `chunked` (LM head + cross-entropy on the labelled positions only,
-            in checkpointed chunks), `liger` (liger-kernel's fused linear cross-entropy and
-            RMSNorm/RoPE/SwiGLU kernels; CUDA), `auto` (liger, else chunked on CUDA; plain on
-            the CPU). Resolved for the device at fit start (or at the first loss).
-        chunk_tokens: positions a chunk of the `chunked` loss.
-        compile: `torch.compile` for training: false, true or `layers` (each decoder layer),
-            `model` (the decoder body).
         answerer: answers val/test queries, `(model, tokenizer, queries, **options) -> answers`
             (`uniner-train` passes `uniner.inference.query_answers.answer_queries`); given by the
             caller, so that `uniner.model` does not import `uniner.inference`, which builds on it.
+        **knobs: the `module` group (`uniner.model.args.ModuleArgs`, checked there). With
+            `max_new_tokens: auto`, answers are sized by the trainer's data module's
+            `longest_label_run`; `kernels` is resolved for the device at fit start (or at the
+            first loss).
     """
 
-    def __init__(self, model, tokenizer, optimizer: Callable, *, warmup_ratio: float = 0.04,
-                 max_new_tokens: int | str = 256, generation_batch_size: int = 32,
-                 metric: str = "uniner", style: PromptStyle,
-                 kernels: str = "auto", chunk_tokens: int = 1024, compile: bool | str = False,
-                 answerer: Callable | None = None):
+    def __init__(self, model, tokenizer, optimizer: Callable, *, style: PromptStyle,
+                 answerer: Callable | None = None, **knobs):
         super().__init__()
-        if kernels not in KERNELS:
-            raise ConfigError(f"module.kernels={kernels!r}: choose one of "
-                              f"{', '.join(KERNELS)}")
-        if chunk_tokens < 1:
-            raise ConfigError(f"module.chunk_tokens={chunk_tokens}: must be >= 1")
-        kernel_lib.check_compile(compile)
-        self.kernels, self.chunk_tokens, self.compile_option = kernels, chunk_tokens, compile
+        self.args = group_args(ModuleArgs, "module", knobs)
         self.resolved_kernels: str | None = None
         self._loss_fn = None
         self.model, self.tokenizer = model, tokenizer
-        self.optimizer_factory, self.warmup_ratio = optimizer, warmup_ratio
-        self.max_new_tokens = check_max_new_tokens(max_new_tokens)
-        self.generation_batch_size = generation_batch_size
-        self.metric, self.style, self.answerer = metric, style, answerer
+        self.optimizer_factory, self.style, self.answerer = optimizer, style, answerer
         self.val_queries: list[Query] = []
         self.test_queries: list[Query] = []
         self.test_results: dict[str, dict] = {}
@@ -154,16 +132,16 @@ class NERModule(pl.LightningModule):
         calls the head), an explicit `liger` is an error.
         """
         if self.resolved_kernels is None:
-            kind = kernel_lib.resolve_kind(self.kernels, device)
+            kind = kernel_lib.resolve_kind(self.args.kernels, device)
             if kind == "liger" and sharded:
-                if self.kernels == "liger":
+                if self.args.kernels == "liger":
                     raise ConfigError("module.kernels=liger does not work with a sharded "
                                       "strategy (FSDP, DeepSpeed): use module.kernels=chunked")
                 kind = "chunked"
             if kind == "liger":
                 kernel_lib.apply_liger_kernels(self.model)
-            kernel_lib.compile_model(self.model, self.compile_option)
-            self._loss_fn = kernel_lib.loss_function(kind, self.chunk_tokens)
+            kernel_lib.compile_model(self.model, self.args.compile)
+            self._loss_fn = kernel_lib.loss_function(kind, self.args.chunk_tokens)
             self.resolved_kernels = kind
         return self.resolved_kernels
 
@@ -216,8 +194,8 @@ class NERModule(pl.LightningModule):
     def generation_limit(self) -> int:
         """The tokens an answer may take: `max_new_tokens`, or for `auto` the rule of
         `auto_max_new_tokens` on the longest label run the data module counted."""
-        if self.max_new_tokens != "auto":
-            return self.max_new_tokens
+        if self.args.max_new_tokens != "auto":
+            return self.args.max_new_tokens
         return auto_max_new_tokens(self.longest_label_run())
 
     def answer(self, queries: Sequence[Query],
@@ -228,12 +206,12 @@ class NERModule(pl.LightningModule):
             raise RuntimeError("NERModule(answerer=...) is needed to answer val/test queries")
         return self.answerer(self.model, self.tokenizer, queries,
                              max_new_tokens=self.generation_limit(),
-                             batch_size=self.generation_batch_size, prompt_cache=self._prompts,
+                             batch_size=self.args.generation_batch_size, prompt_cache=self._prompts,
                              style=self.style, progress=progress)
 
     def on_test_epoch_start(self):
         self._test_answers: dict[int, str] = {}
-        if self.max_new_tokens == "auto":
+        if self.args.max_new_tokens == "auto":
             longest = self.longest_label_run()
             log.info("module.max_new_tokens=auto: %d (longest trained answer %d tokens + %d)",
                      auto_max_new_tokens(longest), longest, AUTO_MARGIN)
@@ -249,7 +227,8 @@ class NERModule(pl.LightningModule):
             torch.distributed.all_gather_object(parts, answered)
             answered = {i: a for part in parts for i, a in part.items()}
         self.test_answers = [answered[i] for i in range(len(self.test_queries))]
-        self.test_evaluation = evaluate(self.test_queries, self.test_answers, metric=self.metric)
+        self.test_evaluation = evaluate(self.test_queries, self.test_answers,
+                                        metric=self.args.metric)
         self.test_results = self.test_evaluation.results
         for key, value in flat_metrics(self.test_evaluation, "test").items():
             self.log(key, value, rank_zero_only=True)
@@ -258,7 +237,7 @@ class NERModule(pl.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=params)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(math.ceil(self.warmup_ratio * total))
+        warmup = int(math.ceil(self.args.warmup_ratio * total))
         scheduler = LambdaLR(optimizer, cosine_with_warmup(warmup, total))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
