@@ -324,6 +324,6 @@ def test_the_longest_label_run_is_counted_while_encoding(tokenizer):
     dm = datamodule(tokenizer)
     ds = dm.encode(dm.train_passages, 0)
     assert "label_run" not in ds.column_names
-    assert dm.longest_label_run == 24 == max(longest_label_run(r) for r in ds["labels"])
+    assert dm.longest_label_run() == 24 == max(longest_label_run(r) for r in ds["labels"])
     # nothing encoded yet (a run resumed with nothing left to fit): counted on first use
-    assert datamodule(tokenizer).longest_label_run == 24
+    assert datamodule(tokenizer).longest_label_run() == 24

@@ -276,11 +276,11 @@ class NERDataModule(pl.LightningDataModule):
                                           pc.max(ds.data.column("label_run")).as_py() or 0)
         return ds.remove_columns(["label_run"])
 
-    @property
     def longest_label_run(self) -> int:
         """The longest run of supervised labels in the training rows encoded so far (the longest
-        answer and its end token, for `module.max_new_tokens: auto`); epoch 0's rows are encoded
-        on first use (a resumed run may have had nothing left to fit)."""
+        answer and its end token, for `module.max_new_tokens: auto`). A method, not a property:
+        epoch 0's rows are encoded on first use (a resumed run may have had nothing left to
+        fit), once."""
         if not self._longest_label_run and self.train_passages:
             self.encode(self.train_passages, 0)
         return self._longest_label_run

@@ -74,7 +74,7 @@ class NERModule(pl.LightningModule):
             caller, so that `uniner.model` does not import `uniner.inference`, which builds on it.
         **knobs: the `module` group (`uniner.model.args.ModuleArgs`, checked there). With
             `max_new_tokens: auto`, answers are sized by the trainer's data module's
-            `longest_label_run`; `kernels` is resolved for the device at fit start (or at the
+            `longest_label_run()`; `kernels` is resolved for the device at fit start (or at the
             first loss).
     """
 
@@ -189,7 +189,7 @@ class NERModule(pl.LightningModule):
         """The longest supervised run of the training rows, as the trainer's data module
         counted it (0 without one)."""
         datamodule = self._trainer.datamodule if self._trainer else None
-        return datamodule.longest_label_run if datamodule is not None else 0
+        return datamodule.longest_label_run() if datamodule is not None else 0
 
     def generation_limit(self) -> int:
         """The tokens an answer may take: `max_new_tokens`, or for `auto` the rule of
