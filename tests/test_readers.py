@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from timing import cpu_seconds
@@ -9,6 +10,7 @@ from uniner.data.readers import (
     read_instructuie,
     read_pile_ner,
     read_uniner_json,
+    source_files,
 )
 from uniner.data.records import DataError, Mention, ReadReport
 from uniner.data.spans import first_occurrence, occurrences
@@ -423,6 +425,22 @@ def test_readers_ground_on_whole_words(tmp_path):
 
 
 # --- InstructUIE and official evaluation files, synthetic ------------------------------------
+
+def test_source_files_are_the_files_the_readers_read(tmp_path):
+    """What uniner-train checks before loading a model is what the reader then opens."""
+    (tmp_path / "test.json").write_text(json.dumps([{"sentence": "Ada .", "entities": []}]))
+    assert source_files({"format": "instructuie", "path": str(tmp_path)}) == \
+        [(tmp_path / "test.json", False)]  # the reader's own default split
+    assert len(read_instructuie(tmp_path)) == 1
+    assert source_files({"format": "instructuie", "path": str(tmp_path), "split": "dev"}) == \
+        [(tmp_path / "dev.json", False)]
+    local = tmp_path / "pile.json"
+    hub = "Universal-NER/Pile-NER-type"
+    assert source_files({"format": "pile_ner", "path": [str(local), hub]}) == \
+        [(local, False), (Path(hub), True)]
+    with pytest.raises(FileNotFoundError, match="pile.json: no such file"):
+        read_pile_ner(local)  # named as a local file: never looked up on the hub
+
 
 def test_instructuie_repairs_and_errors(tmp_path):
     items = [{"sentence": "Ada met Bob and Bob .", "entities": [

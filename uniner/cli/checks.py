@@ -28,6 +28,7 @@ from uniner.cli import schemas
 from uniner.cli.entry import one_line
 from uniner.config import group_args
 from uniner.data.args import DataArgs
+from uniner.data.readers import READERS, source_files
 from uniner.errors import ConfigError
 from uniner.model.args import ModuleArgs
 from uniner.model.gguf import is_gguf, locate
@@ -202,8 +203,9 @@ def missing_root(data_root: str | None, path, needed_by: str) -> None:
 
 def check_source(source: Mapping, key: str, data_root: str | None) -> None:
     """The files a training source config (`data.source`) reads exist; a hub id may stand for
-    a Pile-NER-type file. Unknown formats are left to the reader (which names the choices)."""
-    fmt, path = source.get("format"), source.get("path")
+    a Pile-NER-type file (the readers name the files, `readers.source_files`). Unknown formats
+    are left to the reader (which names the choices)."""
+    fmt = source.get("format")
     if fmt == "mix":
         for name, part in (source.get("parts") or {}).items():
             if part is not None and float(part.get("weight", 1.0)) != 0:
@@ -221,14 +223,9 @@ def check_source(source: Mapping, key: str, data_root: str | None) -> None:
                               f"(first: {missing[0]}); is paths.data_root={data_root} right?")
         if missing and source.get("strict_files"):
             raise ConfigError(f"{key}: {missing[0]} not found ({key}.strict_files=true)")
-    elif fmt == "instructuie" and path is not None:
-        check_exists(f"{key}.path", Path(str(path)) / f"{source.get('split', 'train')}.json",
-                     data_root)
-    elif fmt in ("bio", "pile_ner") and path is not None:
-        for p in [path] if isinstance(path, str) else list(path):
-            # a hub id may stand for a Pile-NER-type file; a .json/.jsonl name is a local file
-            hub = fmt == "pile_ner" and Path(str(p)).suffix not in (".json", ".jsonl")
-            check_exists(f"{key}.path", p, data_root, hub=hub)
+    elif fmt in READERS:
+        for file, hub in source_files(source):
+            check_exists(f"{key}.path", file, data_root, hub=hub)
 
 
 def check_benchmark(benchmark: Mapping, data_root: str | None) -> list[str]:

@@ -141,7 +141,7 @@ def read_pile_ner(source: str | Path, *, split: str = "train", on_error: str = "
     path = Path(source)
     if path.exists():
         items, stem = json_items(path), path.stem
-    elif path.suffix in (".json", ".jsonl"):
+    elif not may_be_hub_dataset(path):
         raise FileNotFoundError(f"{source}: no such file")
     else:
         items, stem = _hub_items(str(source), split), str(source).rstrip("/").split("/")[-1]
@@ -231,6 +231,18 @@ def _instructuie_passage(split: str, labels: dict[str, str | None] | None, path:
     return Passage(f"{split}_{k - 1}", sentence, mentions)
 
 
+def instructuie_file(directory: str | os.PathLike, split: str = "test") -> Path:
+    """The file of one split of the InstructUIE layout (the test split unless told)."""
+    return Path(directory) / f"{split}.json"
+
+
+def may_be_hub_dataset(source: str | os.PathLike) -> bool:
+    """Whether `read_pile_ner` would load `source` from the hub: not a local path, and not named
+    as a local file (`.json`, `.jsonl`)."""
+    path = Path(source)
+    return not path.exists() and path.suffix not in (".json", ".jsonl")
+
+
 def read_instructuie(directory: str | Path, *, split: str = "test",
                      label_map: str | os.PathLike | Mapping | None = None,
                      on_error: str = "raise", report: ReadReport | None = None) -> list[Passage]:
@@ -252,7 +264,7 @@ def read_instructuie(directory: str | Path, *, split: str = "test",
         One passage per sentence, ids `{split}_{i}` (0-based).
     """
     check("on_error", on_error, ON_ERROR)
-    path = Path(directory) / f"{split}.json"
+    path = instructuie_file(directory, split)
     report = report if report is not None else ReadReport(str(path))
     labels = load_label_map(label_map) if label_map is not None else None
     return read_rows(json_items(path), partial(_instructuie_passage, split, labels, path),
