@@ -36,9 +36,8 @@ from uniner.evaluation.scoring import (
     read_predictions,
     write_outputs,
 )
+from uniner.inference.choices import BATCH_TOKENS, ENGINES
 from uniner.progress import progress
-
-ENGINES = ("hf", "vllm")
 
 
 def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
@@ -57,7 +56,6 @@ def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
                             max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype,
                             prompt=cfg.get("prompt"))
     from uniner.data.prompts import load_prompt_style
-    from uniner.inference.engine import BATCH_TOKENS
     from uniner.inference.query_answers import answer_queries
     from uniner.model.export import load_trained
 

@@ -20,6 +20,7 @@ from omegaconf import MISSING
 from uniner.data.args import DataArgs as Data
 from uniner.data.sampling import NegativeSampler as Sampling
 from uniner.evaluation.scoring import METRICS
+from uniner.inference.choices import BATCH_ROWS, BATCH_TOKENS, DECODINGS, ENGINES
 from uniner.model.args import AdapterArgs as Adapter
 from uniner.model.args import BackboneArgs as Backbone
 from uniner.model.args import ModuleArgs as Module
@@ -28,8 +29,8 @@ from uniner.model.args import QuantArgs as Quant
 # closed choices (a prompt style, a sampling strategy or a dtype is checked where it is
 # registered, so that a new one needs no edit here)
 Metric = Enum("Metric", METRICS)
-Decoding = Enum("Decoding", ["greedy", "constrained"])
-GenerationEngine = Enum("GenerationEngine", ["hf", "vllm"])
+Decoding = Enum("Decoding", DECODINGS)
+GenerationEngine = Enum("GenerationEngine", ENGINES)
 Mode = Enum("Mode", ["train", "benchmark"])
 MatmulPrecision = Enum("MatmulPrecision", ["highest", "high", "medium"])
 
@@ -133,8 +134,8 @@ class Generation:
     prompt: str | None = None
     decoding: Decoding = Decoding.greedy
     max_new_tokens: int = 256
-    batch_size: int = 512
-    batch_tokens: int = 65536
+    batch_size: int = BATCH_ROWS
+    batch_tokens: int = BATCH_TOKENS
     device: str | None = None
     dtype: str | None = None
 

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import torch
 
+from uniner.inference.choices import DECODINGS
 from uniner.inference.grammar import ConstrainedRow, SpanListGrammar, TokenTrie
 from uniner.inference.planner import closing_token_ids
 
@@ -119,4 +120,4 @@ class Constrained:
         return per_text[row.state]
 
 
-DECODERS: dict[str, type[Decoder]] = {"greedy": Greedy, "constrained": Constrained}
+DECODERS: dict[str, type[Decoder]] = dict(zip(DECODINGS, (Greedy, Constrained), strict=True))

@@ -22,12 +22,10 @@ from uniner.data.encoding import encode_prompt
 from uniner.data.prompts import PromptStyle
 from uniner.errors import ConfigError
 from uniner.inference.attention import ATTENTION, SharedPrefix, buffer_cache, join_buffer_caches
+from uniner.inference.choices import BATCH_ROWS, BATCH_TOKENS, DECODINGS
 from uniner.inference.decoding import DECODERS, NO_TOKEN
 from uniner.inference.planner import Chunk, encode_queries, left_pad, plan_batches
 
-DECODINGS = tuple(DECODERS)
-BATCH_TOKENS = 65536  # KV slots per batch: 32 GiB of bf16 cache for LLaMA-7B
-BATCH_ROWS = 512  # rows per batch: a decode step reads the weights once for all of its rows
 MIN_REFILL_SHARE = 1 / 4  # of batch_rows: a prefill of fewer rows costs more than it fills
 COMPACT_SHARE = 1 / 4  # finished rows leave the batch at this share of it: leaving copies caches
 MAX_PREFIX_PADDING = 1 / 8  # per real token of a prefix run: past it, another pass costs less

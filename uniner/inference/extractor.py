@@ -9,7 +9,8 @@ from pathlib import Path
 from uniner.data.answers import parse_mentions
 from uniner.data.prompts import PromptStyle, load_prompt_style, prompt_style
 from uniner.data.spans import occurrences
-from uniner.inference.engine import BATCH_ROWS, BATCH_TOKENS, Engine
+from uniner.inference.choices import BATCH_ROWS, BATCH_TOKENS
+from uniner.inference.engine import Engine
 
 
 @dataclass(frozen=True)
