@@ -20,6 +20,7 @@ from uniner.data.prompts import (
     ChatTemplate,
     UniNER,
     prompt_style,
+    save_prompt_style,
     saved_prompt,
     to_conversation_item,
 )
@@ -200,3 +201,13 @@ def test_chat_style_trains_exports_and_evaluates_from_the_export(tmp_path, monke
         assert text.startswith("<|im_start|>system\nA virtual assistant")
         assert re.search(r"<\|im_start\|>user\nWhat describes .+ in the text\?<\|im_end\|>\n"
                          r"<\|im_start\|>assistant\n$", text), text
+
+
+def test_an_export_records_its_style_and_older_exports_keep_theirs(tmp_path):
+    """`prompt_style.json` beside the weights; an export written before it kept the style in
+    `uniner_export.json` only, and must not silently load in another template."""
+    assert saved_prompt(tmp_path) == "uniner"  # nothing recorded (or a hub id): the recipe's
+    (tmp_path / "uniner_export.json").write_text(json.dumps({"format": "full", "prompt": "chat"}))
+    assert saved_prompt(tmp_path) == "chat"
+    save_prompt_style(UniNER(chat_tokenizer()), tmp_path)
+    assert saved_prompt(tmp_path) == "uniner"  # the style file wins

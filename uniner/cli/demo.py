@@ -98,14 +98,16 @@ def check_port(host: str, port: int | None) -> None:
 
 def model_card(path: str, extractor, *, device: str, context: int, cfg: DictConfig) -> str:
     """Markdown lines naming the model and the settings it answers with."""
+    from uniner.model.export import EXPORT_CONFIG, EXPORT_INFO
+
     model = extractor.engine.model
     params = sum(p.numel() for p in model.parameters())
     info, name = {}, None
     export = Path(path)
-    if (export / "uniner_export.json").is_file():
-        info = json.loads((export / "uniner_export.json").read_text())
-    if (export / "uniner_config.yaml").is_file():
-        trained = OmegaConf.load(export / "uniner_config.yaml")
+    if (export / EXPORT_INFO).is_file():
+        info = json.loads((export / EXPORT_INFO).read_text())
+    if (export / EXPORT_CONFIG).is_file():
+        trained = OmegaConf.load(export / EXPORT_CONFIG)
         name = OmegaConf.select(trained, "name")
         backbone = OmegaConf.select(trained, "backbone.name")
         name = " · ".join(str(x) for x in (name and f"run `{name}`",
@@ -152,8 +154,10 @@ def load(cfg: DictConfig, path: str):
 
 
 def _trained_context(path: str) -> int | None:
-    """The `data.max_length` the export was trained with (its `uniner_config.yaml`)."""
-    file = Path(path) / "uniner_config.yaml"
+    """The `data.max_length` the export was trained with (its config, `EXPORT_CONFIG`)."""
+    from uniner.model.export import EXPORT_CONFIG
+
+    file = Path(path) / EXPORT_CONFIG
     if not file.is_file():
         return None
     value = OmegaConf.select(OmegaConf.load(file), "data.max_length")

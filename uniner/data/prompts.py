@@ -225,6 +225,8 @@ def prompt_style(name: str, tokenizer=None) -> PromptStyle:
 
 
 PROMPT_FILE = "prompt_style.json"  # beside a trained model: the style it was trained with
+# exports of uniner before prompt_style.json kept the style in their export record
+LEGACY_PROMPT_FILE = "uniner_export.json"
 
 
 def save_prompt_style(style: PromptStyle, directory: str | Path) -> Path:
@@ -237,8 +239,13 @@ def save_prompt_style(style: PromptStyle, directory: str | Path) -> Path:
 def saved_prompt(directory: str | Path) -> str:
     """The name of the style a model directory was trained with; `uniner` (the recipe's
     template) for a directory that records none and for a hub id."""
-    path = Path(directory) / PROMPT_FILE
-    return json.loads(path.read_text())["prompt"] if path.is_file() else UniNER.name
+    for name in (PROMPT_FILE, LEGACY_PROMPT_FILE):
+        path = Path(directory) / name
+        if path.is_file():
+            prompt = json.loads(path.read_text()).get("prompt")
+            if prompt is not None:
+                return prompt
+    return UniNER.name
 
 
 def load_prompt_style(directory: str | Path, tokenizer, name: str | None = None) -> PromptStyle:

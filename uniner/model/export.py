@@ -25,6 +25,7 @@ from uniner.model.gguf import local_dir
 from uniner.progress import interactive, library_bars
 
 EXPORT_INFO = "uniner_export.json"
+EXPORT_CONFIG = "uniner_config.yaml"  # the run's composed config, secrets redacted
 
 def _quant_of(model) -> dict | None:
     """The `quant` group a loaded model was quantized with (from its config)."""
@@ -194,7 +195,7 @@ def _write(model, tokenizer, out_dir, *, merge_lora: bool = False,
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     OmegaConf.save(OmegaConf.create(redact(resolved_config or {})),
-                   out / "uniner_config.yaml")
+                   out / EXPORT_CONFIG)
     (out / EXPORT_INFO).write_text(json.dumps(info, indent=2))
     save_prompt_style(style, out)
     return out
