@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from uniner.cli import checks, schemas
 from uniner.config import CONF_DIR
 from uniner.errors import ConfigError
+from uniner.model import paths
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["debug=smoke", "logger=none"]
@@ -259,11 +260,11 @@ def test_every_tool_config_passes_its_schema(name, schema, overrides):
 
 
 def test_hub_ids_and_paths():
-    assert checks.hub_like("Universal-NER/UniNER-7B-type") and checks.hub_like("gpt2")
-    assert not checks.hub_like("outputs/train/x/export") and not checks.hub_like("./model")
-    assert not checks.hub_like("/abs/model") and not checks.hub_like("~/model")
+    assert paths.hub_like("Universal-NER/UniNER-7B-type") and paths.hub_like("gpt2")
+    assert not paths.hub_like("outputs/train/x/export") and not paths.hub_like("./model")
+    assert not paths.hub_like("/abs/model") and not paths.hub_like("~/model")
     with pytest.raises(ConfigError, match="checkpoint=/abs/model: no such directory"):
-        checks.check_model("checkpoint", "/abs/model")
+        paths.check_model("checkpoint", "/abs/model")
 
 
 @pytest.fixture
@@ -287,9 +288,9 @@ def test_a_hub_id_loads_from_the_cache_or_is_one_line_offline(hub_cache, monkeyp
     with pytest.raises(ConfigError, match=r"^checkpoint=org/model: no such directory, and as a hub "
                        r"id it is not in the local cache \(HF_HUB_OFFLINE=1\); .*"
                        r"hf download org/model$"):
-        checks.check_model("checkpoint", "org/model")
+        paths.check_model("checkpoint", "org/model")
     hub_cache("org/model")
-    checks.check_model("checkpoint", "org/model")  # cached: no network needed
+    paths.check_model("checkpoint", "org/model")  # cached: no network needed
 
 
 def test_an_unreachable_hub_is_one_line_at_once(hub_cache, monkeypatch):
@@ -299,9 +300,9 @@ def test_an_unreachable_hub_is_one_line_at_once(hub_cache, monkeypatch):
     def unreachable(address, timeout):
         assert timeout <= 3
         raise OSError("Network is unreachable")
-    monkeypatch.setattr(checks.socket, "create_connection", unreachable)
+    monkeypatch.setattr(paths.socket, "create_connection", unreachable)
     with pytest.raises(ConfigError, match=r"\(huggingface.co cannot be reached\)"):
-        checks.check_model("backbone.path", "Qwen/Qwen2.5-0.5B")
+        paths.check_model("backbone.path", "Qwen/Qwen2.5-0.5B")
 
 
 @pytest.mark.parametrize("data", options("data"))

@@ -13,8 +13,6 @@ import dataclasses
 import importlib.util
 import logging
 import os
-import re
-import socket
 import typing
 from collections.abc import Mapping
 from enum import Enum
@@ -32,13 +30,11 @@ from uniner.data.readers import READERS, source_files
 from uniner.errors import ConfigError
 from uniner.model.args import ModuleArgs
 from uniner.model.gguf import is_gguf, locate
+from uniner.model.paths import check_model, hub_like
 
 log = logging.getLogger(__name__)
 
-MODEL_FILES = ("config.json", "adapter_config.json")
 DATA_HINT = "set UNINER_DATA=<your copy of the data> or paths.data_root=<dir>"
-# a Hugging Face hub id: `name` or `org/name` (letters, digits, - _ .)
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
 LIGHTNING_CKPT = ("last", "best", "hpc", "registry")  # ckpt_path names Lightning resolves
 
 
@@ -119,63 +115,6 @@ def _show(value) -> str:
 
 
 # ------------------------------------------------------------------------------ files, models
-
-
-def hub_like(value: str) -> bool:
-    """Whether `value` can be a Hugging Face hub id rather than a local path: `org/name` or
-    `name`, not absolute, not `./` or `~`, one slash at most, and no local folder `org`."""
-    if not HUB_ID.fullmatch(value) or ".." in value or "--" in value:
-        return False
-    return "/" not in value or not Path(value.split("/")[0]).is_dir()
-
-
-def check_model(key: str, value) -> None:
-    """`value` is a model directory (an export of uniner-train, any HF causal LM), a GGUF file
-    (`uniner.model.gguf`) or a hub id.
-
-    Raises:
-        ConfigError: `key=value: no such directory`, or a directory without a model.
-    """
-    if is_gguf(value):
-        locate(value, key)
-        return
-    path = Path(str(value)).expanduser()
-    if path.is_dir():
-        if not any((path / f).is_file() for f in MODEL_FILES):
-            hint = f"; its model is in {path / 'export'}" if (path / "export").is_dir() else ""
-            raise ConfigError(f"{key}={value}: not a model directory (no config.json nor "
-                              f"adapter_config.json){hint}")
-        return
-    if path.exists():
-        raise ConfigError(f"{key}={value}: a file, not a model directory")
-    if not hub_like(str(value)):
-        raise ConfigError(f"{key}={value}: no such directory")
-    check_hub(key, str(value))
-
-
-def check_hub(key: str, repo_id: str, timeout: float = 3.0) -> None:
-    """A hub id loads: it is in the local Hugging Face cache, or huggingface.co answers (within
-    `timeout` seconds) and the hub is not switched off (`HF_HUB_OFFLINE`, `TRANSFORMERS_OFFLINE`).
-
-    Raises:
-        ConfigError: one line saying how to get the model, before anything waits on the network.
-    """
-    from huggingface_hub import try_to_load_from_cache
-
-    if any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in MODEL_FILES):
-        return
-    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-               if os.environ.get(v, "").lower() in ("1", "true", "yes", "on")]
-    if not offline:
-        try:
-            socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-            return
-        except OSError:
-            pass
-    why = f"{offline[0]}=1" if offline else "huggingface.co cannot be reached"
-    raise ConfigError(f"{key}={repo_id}: no such directory, and as a hub id it is not in the local "
-                      f"cache ({why}); give a local model directory, or fetch it where there is "
-                      f"a network: hf download {repo_id}")
 
 
 def check_exists(key: str, value, data_root: str | None = None, *, hub: bool = False) -> None:

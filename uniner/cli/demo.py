@@ -33,6 +33,7 @@ from uniner.cli.demo_page import (
 )
 from uniner.cli.entry import tool, user_errors
 from uniner.config import CONF_DIR
+from uniner.model.paths import hub_like, is_model_dir
 from uniner.threads import say_notice
 
 log = logging.getLogger(__name__)
@@ -64,17 +65,12 @@ def resolve_checkpoint(checkpoint: str | None, root: str | Path = "outputs/train
                             "pass checkpoint=<export dir or hub id>")
         return str(found)
     path = Path(str(checkpoint)).expanduser()
-    if path.is_dir() and (path / "export").is_dir() and not _looks_like_model(path):
+    if path.is_dir() and (path / "export").is_dir() and not is_model_dir(path):
         return str(path / "export")  # a uniner-train run directory
-    if not path.exists() and (path.is_absolute() or str(checkpoint).startswith((".", "~"))
-                              or str(checkpoint).count("/") > 1):
+    if not path.exists() and not hub_like(str(checkpoint)):
         raise DemoError(f"checkpoint={checkpoint}: no such directory (give an export of "
                         "uniner-train, or a Hugging Face hub id such as org/name)")
     return str(checkpoint)
-
-
-def _looks_like_model(path: Path) -> bool:
-    return any((path / f).is_file() for f in ("config.json", "adapter_config.json"))
 
 
 def check_port(host: str, port: int | None) -> None:
