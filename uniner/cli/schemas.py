@@ -2,10 +2,13 @@
 its schema (`checks.check_types`) before anything heavy loads, so that `trainer.max_epochs=three`
 fails at once, naming the key and the type it needs.
 
-A schema lists the keys whose type matters; keys it does not list, and free-form nodes typed
-`Any` (`trainer.strategy`, `backbone.config`, `data.source`, a benchmark's datasets), pass
-unchecked, so user config folders and `+key=value` overrides keep working. Defaults here are
-never used: the YAML files in `conf/` hold the values.
+A tool's schema composes its components' own dataclasses (`DataArgs`, `ModuleArgs`,
+`NegativeSampler`, `BackboneArgs`, ...: the one place a knob's type, default and check live);
+this module types only what no component of uniner owns: the Lightning trainer's and the
+optimizer's knobs, the checkpoint and benchmark nodes and each tool's own keys. Keys a schema
+does not list, and free-form nodes typed `Any` (`trainer.strategy`, `backbone.config`,
+`data.source`, a benchmark's datasets), pass unchecked, so user config folders and `+key=value`
+overrides keep working. The YAML files in `conf/` hold the values.
 """
 
 from __future__ import annotations
