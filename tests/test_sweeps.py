@@ -481,3 +481,8 @@ def test_the_report_says_when_runs_are_smoke_sized_or_malformed(tmp_path):
     assert notes[0].startswith("smoke-sized runs: trained 4 steps")
     assert notes[1].startswith("mostly malformed answers (>= 50% of the empty queries) in "
                                "sampling=frequency, sampling=uniform:")
+    # labelled as the tables label variants: a swept key averaged over is not a variant
+    seeds = [Run(f"s{s}", {"sampling": "none", "seed": s}, {"average": {
+        "f1": 0.0, "empty_query_malformed_rate": 1.0}}) for s in (1, 2)]
+    assert "in sampling=none:" in run_caveats(seeds)[0]
+    assert "in seed=1, seed=2:" in run_caveats(seeds, ["sampling"])[0]

@@ -17,6 +17,7 @@ The table is `uniner.evaluation.tables`, the reference rows and verdicts
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -30,6 +31,7 @@ from uniner.evaluation.ablations import find_ablation, ordering_verdicts
 from uniner.evaluation.report_files import write_report
 from uniner.evaluation.scoring import AVERAGE
 from uniner.evaluation.sweeps import (
+    AVERAGED,
     Run,
     label,
     latest_sweep,
@@ -73,7 +75,7 @@ def report(cfg: DictConfig) -> dict[str, Path]:
     missing = sorted({m for r in runs for m in r.missing})
     if missing:
         notes.append(f"benchmark files not found by the runs (no scores): {', '.join(missing)}")
-    notes += run_caveats(runs)
+    notes += run_caveats(runs, list(cfg.average_over))
     tables = [build_table(runs, m, list(cfg.average_over)) for m in cfg.metrics]
     empty = [t.metric for t in tables[1:] if not any(v for row in t.rows
                                                       for v in row.cells.values())]
@@ -96,10 +98,11 @@ def report(cfg: DictConfig) -> dict[str, Path]:
 SMOKE_STEPS = 50  # fewer training steps than this: a run that checks the pipeline, not a recipe
 
 
-def run_caveats(runs: list[Run]) -> list[str]:
+def run_caveats(runs: list[Run], average_over: Sequence[str] = AVERAGED) -> list[str]:
     """What the tables cannot say themselves: runs too short to mean anything about a recipe
     (their `trainer.max_steps`, `debug=smoke`), and runs whose answers are mostly malformed
-    (the official parser reads them as [], so their FP rate is low for want of answers)."""
+    (the official parser reads them as [], so their FP rate is low for want of answers),
+    labelled as the tables label their variants (`average_over`)."""
     from omegaconf import OmegaConf
 
     notes = []
@@ -112,8 +115,8 @@ def run_caveats(runs: list[Run]) -> list[str]:
     if steps:
         notes.append(f"smoke-sized runs: trained {', '.join(map(str, sorted(steps)))} steps "
                      "(trainer.max_steps); these numbers check the pipeline, not the recipe")
-    broken = sorted({label(variant(r.values), r.baseline) for r in runs if r.scores.get(
-        "average", {}).get("empty_query_malformed_rate", 0) >= 0.5})
+    broken = sorted({label(variant(r.values, average_over), r.baseline) for r in runs
+                     if r.scores.get("average", {}).get("empty_query_malformed_rate", 0) >= 0.5})
     if broken:
         notes.append("mostly malformed answers (>= 50% of the empty queries) in "
                      f"{', '.join(broken)}: the official parser reads them as [], so their FP "
