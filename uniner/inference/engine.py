@@ -25,6 +25,7 @@ from uniner.inference.attention import ATTENTION, SharedPrefix, buffer_cache, jo
 from uniner.inference.choices import BATCH_ROWS, BATCH_TOKENS, DECODINGS
 from uniner.inference.decoding import DECODERS, NO_TOKEN
 from uniner.inference.planner import Chunk, encode_queries, left_pad, plan_batches
+from uniner.model.backbone import attention_of
 
 MIN_REFILL_SHARE = 1 / 4  # of batch_rows: a prefill of fewer rows costs more than it fills
 COMPACT_SHARE = 1 / 4  # finished rows leave the batch at this share of it: leaving copies caches
@@ -128,7 +129,7 @@ class Engine:
         self.stats = dict.fromkeys(STATS, 0)
         answers = [""] * len(prompts)
         was_training = self.model.training
-        attention = self._base.config._attn_implementation
+        attention = attention_of(self._base)
         self.model.eval()
         # the shared-prefix attention for the whole call (forwards without a prefix fall back
         # to SDPA in it), the model's own again after

@@ -59,6 +59,12 @@ def _attn(name: str, device: torch.device) -> str:
     return name
 
 
+def attention_of(model) -> str | None:
+    """The attention implementation `model` runs (transformers keeps it in its config, under a
+    private name, with no public getter: read here only)."""
+    return model.config._attn_implementation
+
+
 def ensure_pad(tokenizer) -> bool:
     """Give `tokenizer` a pad token; True when a new token had to be added to the vocabulary."""
     if tokenizer.pad_token is not None:

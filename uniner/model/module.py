@@ -20,6 +20,7 @@ from uniner.evaluation.benchmark import Query, passage_queries
 from uniner.evaluation.scoring import Evaluation, evaluate, flat_metrics
 from uniner.model import kernels as kernel_lib
 from uniner.model.args import ModuleArgs
+from uniner.model.backbone import attention_of
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class NERModule(pl.LightningModule):
     def flash_attention(self) -> bool:
         """Whether the model attends with flash-attention (packed rows must then be one flat
         row: the data module asks)."""
-        return "flash" in str(self.model.config._attn_implementation or "")
+        return "flash" in (attention_of(self.model) or "")
 
     def on_fit_start(self):
         # Lightning (>= 2.2) keeps each submodule's mode, and a model loaded by `from_pretrained`
