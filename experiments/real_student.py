@@ -9,6 +9,7 @@ Pile-NER pieces (beside the average), the empty-query FP and malformed rates, an
     python experiments/real_student.py                        # train, then the base rows
     python experiments/real_student.py --run outputs/train/pile_ner_bio-frequency-smollm2-135m/<t>
     python experiments/real_student.py --run DIR --out experiments/real_student.md
+    python experiments/real_student.py --run DIR --base-from OTHER_RUN   # its base rows, reused
 
 Overrides after `--` go to the training run (e.g. `-- trainer.max_steps=100`).
 """
@@ -71,6 +72,9 @@ def main() -> None:
     parser.add_argument("--base-dtype", default="bf16",
                         help="the untuned base's weights (bf16: twice fp32's speed here, as the "
                              "tuned model's bf16-mixed test)")
+    parser.add_argument("--base-from", type=Path, default=None,
+                        help="reuse the base rows of another run tested on the same queries "
+                             "(its benchmark config must be this run's)")
     parser.add_argument("overrides", nargs="*", help="training overrides (after --)")
     args = parser.parse_args()
 
@@ -83,9 +87,16 @@ def main() -> None:
     cfg = OmegaConf.load(args.run / ".hydra" / "config.yaml")
     tuned = json.loads((args.run / "metrics.json").read_text())["test"]
 
+    base_run = args.run
+    if args.base_from is not None:
+        other = OmegaConf.load(args.base_from / ".hydra" / "config.yaml")
+        if benchmark_overrides(other) != benchmark_overrides(cfg):
+            sys.exit(f"--base-from {args.base_from}: tested on other queries than {args.run} "
+                     f"({benchmark_overrides(other)} vs {benchmark_overrides(cfg)})")
+        base_run = args.base_from
     rows = []
     for style in ("chat", "uniner"):
-        out = args.run / f"base_{style}"
+        out = base_run / f"base_{style}"
         if not (out / "metrics.json").is_file():
             minutes = run(["uniner-eval", f"checkpoint={SMOL}", f"prompt={style}",
                            f"dtype={args.base_dtype}", "logger=none", f"hydra.run.dir={out}",
@@ -101,7 +112,9 @@ def main() -> None:
     n = cfg.benchmark.max_sentences
     report = "\n".join([
         f"SmolLM2-135M-Instruct on the 7 zero-shot sets (first {n} sentences each) and "
-        f"{HELDOUT} (first {n} pieces, not in the average); run: {args.run}",
+        f"{HELDOUT} (first {n} pieces, not in the average); run: {args.run}"
+        + (f" (base rows: the same queries, computed for {base_run})" if base_run != args.run
+           else ""),
         "",
         "| model | " + " | ".join(ZERO_SHOT) + " | avg F1 | empty-query FP | malformed | "
         "held-out F1 | minutes |",
@@ -112,7 +125,7 @@ def main() -> None:
                         if cfg.data.get("batch_tokens") else f"{cfg.data.batch_size} pieces a step")
         + f", lr {cfg.optimizer.lr}, "
         f"{cfg.trainer.precision}, adapter={cfg.adapter.name}, sampling={cfg.sampling.strategy} "
-        f"(k={cfg.sampling.k})",
+        f"(k={cfg.sampling.k}), seed {cfg.seed}",
     ])
     print(report)
     if args.out:
