@@ -12,7 +12,6 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,25 +24,7 @@ from uniner.cli.entry import run_tool, tool
 from uniner.config import CONF_DIR
 from uniner.errors import ConfigError
 
-if TYPE_CHECKING:
-    from torch.utils.data import DataLoader
-
-    from uniner.model.module import NERModule
-
 log = logging.getLogger(__name__)
-
-
-def sorted_test_loader(module: NERModule, batch_size: int) -> DataLoader:
-    """Test queries grouped by text (shortest first), so a batch holds all the types of its
-    texts and the engine computes each text's prompt prefix once."""
-    from torch.utils.data import DataLoader
-
-    from uniner.model.module import TestBatch
-
-    queries = module.test_queries
-    order = sorted(range(len(queries)), key=lambda i: (len(queries[i].text), queries[i].text))
-    return DataLoader([(i, queries[i]) for i in order], batch_size=batch_size,
-                      collate_fn=TestBatch)
 
 
 TINY_STEPS = 2000  # beyond this the tiny recipe's epochs were not sized for the data (sample: 900)
@@ -190,9 +171,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if monitor and not best:  # max_steps ended training before the epoch's validation
             log.warning("no validation ran (trainer.max_steps ended the epoch first): testing "
                         "the last weights, not the best by %s", monitor)
-        trainer.test(module, dataloaders=sorted_test_loader(module, cfg.module.
-                                                            generation_batch_size),
-                     ckpt_path=best, verbose=False)
+        trainer.test(module, ckpt_path=best, verbose=False)  # NERModule.test_dataloader
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if trainer.is_global_zero:
             # the same outputs as uniner-eval, the results under `test`

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import pytorch_lightning as pl
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
 
 from uniner.config import group_args
 from uniner.data.prompts import PromptStyle
@@ -216,6 +217,14 @@ class NERModule(pl.LightningModule):
             longest = self.longest_label_run()
             log.info("module.max_new_tokens=auto: %d (longest trained answer %d tokens + %d)",
                      auto_max_new_tokens(longest), longest, AUTO_MARGIN)
+
+    def test_dataloader(self) -> DataLoader:
+        """The test queries grouped by text (shortest first), `generation_batch_size` a batch: a
+        batch holds all the types of its texts, so the engine computes each prefix once."""
+        queries = self.test_queries
+        order = sorted(range(len(queries)), key=lambda i: (len(queries[i].text), queries[i].text))
+        return DataLoader([(i, queries[i]) for i in order],
+                          batch_size=self.args.generation_batch_size, collate_fn=TestBatch)
 
     def test_step(self, batch: TestBatch, batch_idx):
         answers = self.answer([q for _, q in batch], progress=self.answer_progress)
