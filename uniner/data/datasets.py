@@ -49,13 +49,12 @@ def dataset_source(ds: Mapping, split: str = "test") -> tuple[dict, Path]:
         source.update(ds["train"])
     elif split != "test":
         raise ConfigError(f"split={split!r}: choose test or train")
-    path = Path(str(source["path"]))
     if source.get("format") == "instructuie":
-        labels = path / "labels.json"
+        labels = Path(str(source["path"])) / "labels.json"
         if source.get("label_map") is None and labels.is_file():
             source["label_map"] = {t: None if t == "else" else t
                                    for t in json.loads(labels.read_text(encoding="utf-8"))}
-        path = path / f"{source.get('split', 'test')}.json"
+    (path, _), = readers.source_files(source)  # the file its reader opens
     return source, path
 
 
