@@ -135,3 +135,10 @@ def test_the_tokenized_cache_keeps_the_most_recently_used_within_its_cap(tmp_pat
                                                "encoded-3.arrow"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoded-0.arrow", "encoded-4.arrow",
                                                           "other.txt"]
+
+
+def test_collate_refuses_an_unknown_padding_mode():
+    """Called directly (not through DataArgs), a misspelt mode must not pad to the longest row."""
+    batch = [{"input_ids": [1, 5], "labels": [-100, 5]}]
+    with pytest.raises(ValueError, match="padding='max': expected one of longest, max_length"):
+        collate(batch, pad_id=0, padding="max", max_length=8)

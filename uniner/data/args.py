@@ -16,6 +16,8 @@ PADDINGS = ("longest", "max_length")  # data.padding: to the batch's longest row
 def padded_width(longest: int, *, padding: str, max_length: int | None,
                  pad_to_multiple_of: int | None) -> int:
     """The width a batch whose longest row is `longest` is padded to."""
+    if padding not in PADDINGS:  # else an unknown mode would silently pad to the longest row
+        raise ConfigError(f"padding={padding!r}: expected one of {', '.join(PADDINGS)}")
     width = longest
     if padding == "max_length":
         if max_length is None:
