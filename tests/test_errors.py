@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from uniner.cli import checks, schemas
 from uniner.config import CONF_DIR
-from uniner.errors import ConfigError
+from uniner.errors import ConfigError, MissingFileError
 from uniner.model import paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,9 +121,26 @@ def test_some_missing_datasets_are_listed_not_an_error(tmp_path, data_root):
         cfg = compose("eval", [f"paths.data_root={tmp_path}"])
     missing = checks.check_benchmark(cfg.benchmark, cfg.paths.data_root)
     assert len(missing) == 6 and "crossner_ai" not in missing
-    with pytest.raises(ConfigError, match="benchmark.datasets.crossner_literature: .* not found"):
+    with pytest.raises(MissingFileError,
+                       match="benchmark.datasets.crossner_literature: .* not found"):
         cfg.benchmark.strict_files = True
         checks.check_benchmark(cfg.benchmark, cfg.paths.data_root)
+
+
+@pytest.mark.parametrize("override, line", [
+    ("benchmark.max_sentences=0", "benchmark.max_sentences=0: must be >= 1"),
+    ("+benchmark.max_sentence=2", "benchmark: unknown key(s) ['max_sentence']"),
+    ("benchmark.datasets=null", "benchmark=zero_shot: no datasets"),
+])
+def test_the_benchmark_group_checks_its_own_keys(override, line, data_root):
+    """`BenchmarkArgs` owns the group's keys and checks: a misspelt key is named, not ignored
+    (the run would have asked every sentence)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("eval", [f"paths.data_root={data_root}", override])
+    with pytest.raises(ConfigError) as e:
+        checks.check_benchmark(cfg.benchmark, cfg.paths.data_root)
+    assert str(e.value).startswith(line)
 
 
 @pytest.mark.parametrize("tool, override, line", [

@@ -22,8 +22,9 @@ from uniner.data.readers import read_uniner_json
 from uniner.data.records import DataError
 from uniner.data.sampling import NegativeSampler
 from uniner.data.sources import load_passages
+from uniner.errors import MissingFileError
 from uniner.evaluation import scoring
-from uniner.evaluation.benchmark import build_queries, load_benchmark
+from uniner.evaluation.benchmark import BenchmarkArgs, load_benchmark
 from uniner.evaluation.metric import SpanQuery, ground_spans, strict_scores
 from uniner.evaluation.tagging import seqeval_scores, tag_spans
 
@@ -217,8 +218,9 @@ def test_benchmarks_list_absent_datasets_as_missing(bench, n, data_root, monkeyp
         assert all(e.get("train") for e in entries)
     types = {name: {q.type for q in queries if q.dataset == name} for name in found}
     assert types["ncbi"] == {"disease"} and types["bc5cdr"] == {"chemical", "disease"}
-    with pytest.raises(FileNotFoundError, match="not found"):
-        build_queries(cfg.benchmark.datasets, strict_files=True, max_sentences=2)
+    cfg.benchmark.strict_files = True
+    with pytest.raises(MissingFileError, match=r"benchmark\.datasets\.\w+: .* not found"):
+        load_benchmark(cfg.benchmark)
 
 
 def test_wnut17_node_adds_to_a_benchmark(data_root, monkeypatch):
@@ -383,12 +385,13 @@ def test_the_sample_benchmark_asks_its_own_questions_and_optional_negatives():
 
     ds = {"name": "sample", "format": "pile_ner", "path": asset("sample.json"),
           "queries": "file"}
-    own, _ = build_queries([ds])
+    own, _ = load_benchmark(BenchmarkArgs(datasets=[ds]))
     assert len(own) == 248 and not any(q.gold == () for q in own)
-    with_negatives, _ = build_queries([{**ds, "negatives": 3}])
+    with_negatives, _ = load_benchmark(BenchmarkArgs(datasets=[{**ds, "negatives": 3}]))
     empty = [q for q in with_negatives if q.gold == ()]
     assert len(with_negatives) == 392 and len(empty) == 144
-    first_two, _ = build_queries([{**ds, "negatives": 3}], max_sentences=2)
+    first_two, _ = load_benchmark(BenchmarkArgs(datasets=[{**ds, "negatives": 3}],
+                                                max_sentences=2))
     assert [(q.text, q.type) for q in first_two] == \
         [(q.text, q.type) for q in with_negatives[:len(first_two)]]
 

@@ -77,14 +77,14 @@ def test_benchmark_asks_the_heldout_part(tmp_path):
 def test_a_dataset_outside_the_average_is_scored_beside_it(tmp_path):
     """`average: false` (the held-out node): its own row, not in the benchmark average, so the
     average stays the paper's mean over the zero-shot sets; counts still cover every query."""
-    from uniner.evaluation.benchmark import build_queries
+    from uniner.evaluation.benchmark import BenchmarkArgs, load_benchmark
     from uniner.evaluation.scoring import AVERAGE, evaluate
 
     path = bio_file(tmp_path / "p.txt")
     toy = {"name": "toy", "domain": "toy", "format": "bio", "path": str(path),
            "types": ["person", "location"]}
     held = {**toy, "name": "held", **source(path, "heldout"), "average": False}
-    queries, missing = build_queries([toy, held], max_sentences=4)
+    queries, missing = load_benchmark(BenchmarkArgs(datasets=[toy, held], max_sentences=4))
     assert not missing and {q.in_average for q in queries if q.dataset == "held"} == {False}
     # perfect answers on `toy`, `[]` everywhere on `held`
     outputs = [q.gold_text() if q.dataset == "toy" else "[]" for q in queries]

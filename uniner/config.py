@@ -87,9 +87,10 @@ def group_args(cls, group: str, cfg):
     if isinstance(cfg, DictConfig):
         try:
             cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        except MissingMandatoryValue as e:
-            raise ConfigError(f"{group}: {e.msg} (set it on the command line, "
-                              f"e.g. {group}.{e.full_key.split('.')[-1]}=...)") from None
+        except MissingMandatoryValue as e:  # full_key is the whole path when cfg has a parent
+            key = e.full_key if e.full_key.startswith(f"{group}.") else f"{group}.{e.full_key}"
+            raise ConfigError(f"{key} is missing: give it on the command line ({key}=...)"
+                              ) from None
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"{group}: expected a mapping, got {type(cfg).__name__}")
     cfg = {k: v for k, v in cfg.items() if k != "_target_"}

@@ -28,6 +28,7 @@ from uniner.config import group_args
 from uniner.data.args import DataArgs
 from uniner.data.readers import READERS, source_files
 from uniner.errors import ConfigError
+from uniner.evaluation.benchmark import BenchmarkArgs
 from uniner.model.args import ModuleArgs
 from uniner.model.gguf import is_gguf, locate
 from uniner.model.paths import check_model, hub_like
@@ -171,33 +172,23 @@ def check_benchmark(benchmark: Mapping, data_root: str | None) -> list[str]:
     """The datasets of `benchmark` without a file (listed as missing in the results).
 
     Raises:
-        ConfigError: a dataset file is missing and `benchmark.strict_files`, or every one is
-            missing (naming `paths.data_root` and UNINER_DATA when that is absent).
+        ConfigError: a bad key or value, or no dataset file exists; naming `paths.data_root`
+            and UNINER_DATA when a file lies under a data root that does not exist.
+        MissingFileError: a dataset file is absent and `benchmark.strict_files`.
     """
-    from uniner.data.datasets import dataset_entries, dataset_source
-
-    name = benchmark.get("name")
-    entries = dataset_entries(benchmark.get("datasets"))
-    if not entries:
-        raise ConfigError(f"benchmark={name}: no datasets")
-    missing, first = [], None
-    for ds in entries:
-        _, file = dataset_source(ds)
-        if not file.exists():
-            first = first or file
-            missing.append(ds["name"])
-            if benchmark.get("strict_files"):
-                missing_root(data_root, file, f"benchmark.datasets.{ds['name']}")
-                raise ConfigError(f"benchmark.datasets.{ds['name']}: {file} not found "
-                                  "(benchmark.strict_files=true)")
-    if len(missing) == len(entries):
-        missing_root(data_root, first, f"benchmark={name}")
-        raise ConfigError(f"benchmark={name}: none of its {len(entries)} dataset files exists "
-                          f"(first: {first}); is paths.data_root={data_root} right? {DATA_HINT}")
+    args = group_args(BenchmarkArgs, "benchmark", benchmark)
+    files = args.files()
+    for _, file in files:
+        missing_root(data_root, file, f"benchmark={args.name}")
+    missing = args.missing()
+    if len(missing) == len(files):
+        raise ConfigError(f"benchmark={args.name}: none of its {len(files)} dataset files exists "
+                          f"(first: {missing[0][1]}); is paths.data_root={data_root} right? "
+                          f"{DATA_HINT}")
     if missing:
         log.warning("benchmark=%s: %d of %d datasets have no file and are listed as missing: "
-                    "%s", name, len(missing), len(entries), ", ".join(missing))
-    return missing
+                    "%s", args.name, len(missing), len(files), ", ".join(n for n, _ in missing))
+    return [name for name, _ in missing]
 
 
 def _plain(node):

@@ -5,7 +5,7 @@ fails at once, naming the key and the type it needs.
 A tool's schema composes its components' own dataclasses (`DataArgs`, `ModuleArgs`,
 `NegativeSampler`, `BackboneArgs`, ...: the one place a knob's type, default and check live);
 this module types only what no component of uniner owns: the Lightning trainer's and the
-optimizer's knobs, the checkpoint and benchmark nodes and each tool's own keys. Keys a schema
+optimizer's knobs, the checkpoint node and each tool's own keys. Keys a schema
 does not list, and free-form nodes typed `Any` (`trainer.strategy`, `backbone.config`,
 `data.source`, a benchmark's datasets), pass unchecked, so user config folders and `+key=value`
 overrides keep working. The YAML files in `conf/` hold the values.
@@ -22,6 +22,7 @@ from omegaconf import MISSING
 # the components' own typed configs and choices: one definition each, checked here by OmegaConf
 from uniner.data.args import DataArgs as Data
 from uniner.data.sampling import NegativeSampler as Sampling
+from uniner.evaluation.benchmark import BenchmarkArgs as Benchmark
 from uniner.evaluation.scoring import METRICS
 from uniner.inference.choices import BATCH_ROWS, BATCH_TOKENS, DECODINGS, ENGINES
 from uniner.model.args import AdapterArgs as Adapter
@@ -78,14 +79,6 @@ class Checkpoint:
     mode: str = "max"
     every_epoch: bool = False
     every_minutes: float | None = 10.0
-
-
-@dataclass
-class Benchmark:
-    name: str = ""
-    strict_files: bool = False
-    max_sentences: int | None = None
-    datasets: Any = None
 
 
 @dataclass

@@ -13,18 +13,69 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
+from uniner.config import group_args
 from uniner.data import readers
 from uniner.data.datasets import dataset_entries, dataset_source, dataset_types
 from uniner.data.prompts import PromptStyle, conversation_item
 from uniner.data.records import Passage
 from uniner.data.sources import load_passages
-from uniner.errors import MissingFileError
+from uniner.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)
 
 # formats whose gold mentions carry character spans given by the source (the strict metric)
 SPAN_FORMATS = ("bio", "instructuie")
+
+
+@dataclass
+class BenchmarkArgs:
+    """The `benchmark` group (conf/benchmark/): the one owner of its keys, their checks and the
+    rule for a dataset whose file is absent. The tools check it before a model loads
+    (`checks.check_benchmark`), `load_benchmark` when it reads the queries."""
+
+    name: str = ""
+    strict_files: bool = False
+    """True: a dataset without its file is an error; false: it is a "missing" row of the results."""
+    max_sentences: int | None = None
+    """Ask only the first sentences of each dataset (null: all of them)."""
+    datasets: Any = None
+    """name -> dataset node (`conf/benchmark/datasets/`; null drops one), or a list of them."""
+
+    def __post_init__(self):
+        if self.max_sentences is not None and self.max_sentences < 1:
+            raise ConfigError(f"benchmark.max_sentences={self.max_sentences}: must be >= 1 "
+                              "(or null: every sentence)")
+
+    def entries(self) -> list[dict]:
+        """The datasets as plain dicts with a `name`.
+
+        Raises:
+            ConfigError: there are none.
+        """
+        entries = dataset_entries(self.datasets)
+        if not entries:
+            raise ConfigError(f"benchmark={self.name}: no datasets")
+        return entries
+
+    def files(self) -> list[tuple[str, Path]]:
+        """Each dataset's name and the test file its reader opens."""
+        return [(ds["name"], dataset_source(ds)[1]) for ds in self.entries()]
+
+    def missing(self) -> list[tuple[str, Path]]:
+        """The datasets (name, file) whose test file does not exist.
+
+        Raises:
+            MissingFileError: one is absent and `strict_files`.
+        """
+        missing = [(name, file) for name, file in self.files() if not file.exists()]
+        if missing and self.strict_files:
+            name, file = missing[0]
+            raise MissingFileError(f"benchmark.datasets.{name}: {file} not found "
+                                   "(benchmark.strict_files=true)")
+        return missing
 
 
 @dataclass(frozen=True)
@@ -97,24 +148,24 @@ def passage_queries(passages, types_per_passage, dataset: str, domain: str = "ge
             for p, types in zip(passages, types_per_passage) for j, t in enumerate(types)]
 
 
-def build_queries(datasets, *, strict_files: bool = False, max_sentences: int | None = None
-                  ) -> tuple[list[Query], list[str]]:
-    """Queries of all datasets whose files exist, and the names of those that are missing.
+def load_benchmark(benchmark) -> tuple[list[Query], list[str]]:
+    """The queries of every dataset of `benchmark` (its config node, or `BenchmarkArgs`) whose
+    file exists, and the names of those that are missing.
 
     Raises:
-        FileNotFoundError: a dataset file is missing and `strict_files`.
+        ConfigError: a bad `benchmark` key or value.
+        MissingFileError: a dataset file is absent and `strict_files`.
         ValueError: two queries share an id (predictions could not be matched to them).
     """
-    queries, missing = [], []
-    for ds in dataset_entries(datasets):
-        _, path = dataset_source(ds)
-        if not path.exists():
-            if strict_files:
-                raise MissingFileError(f"benchmark dataset {ds['name']}: {path} not found")
-            log.warning("benchmark dataset %s: %s not found, listed as missing", ds["name"], path)
-            missing.append(ds["name"])
+    args = group_args(BenchmarkArgs, "benchmark", benchmark)
+    missing = dict(args.missing())
+    queries = []
+    for ds in args.entries():
+        if ds["name"] in missing:
+            log.warning("benchmark dataset %s: %s not found, listed as missing", ds["name"],
+                        missing[ds["name"]])
             continue
-        asked = dataset_queries(ds, max_sentences)
+        asked = dataset_queries(ds, args.max_sentences)
         if not ds.get("average", True):  # e.g. a held-out set beside the paper's 7-set Avg
             asked = [replace(q, in_average=False) for q in asked]
         queries += asked
@@ -123,13 +174,7 @@ def build_queries(datasets, *, strict_files: bool = False, max_sentences: int | 
         if q.id in ids:
             raise ValueError(f"benchmark query id {q.id!r} occurs twice (dataset {q.dataset})")
         ids.add(q.id)
-    return queries, missing
-
-
-def load_benchmark(benchmark) -> tuple[list[Query], list[str]]:
-    """`build_queries` of a `benchmark` config node (datasets, strict_files, max_sentences)."""
-    return build_queries(benchmark.datasets, strict_files=benchmark.get("strict_files", False),
-                         max_sentences=benchmark.get("max_sentences"))
+    return queries, list(missing)
 
 
 def query_item(q: Query) -> dict:
