@@ -144,6 +144,36 @@ def test_the_benchmark_group_checks_its_own_keys(override, line, data_root):
 
 
 @pytest.mark.parametrize("tool, override, line", [
+    ("eval", "decoding=beam", "decoding=beam: expected one of greedy, constrained"),
+    ("predict", "batch_size=0", "batch_size=0: must be >= 1"),
+    ("demo", "max_new_tokens=0", "max_new_tokens=0: must be >= 1"),
+    ("eval", "+quant.bits=3", "quant=none: bits=3, choose null, 8 or 4"),
+])
+def test_the_generation_keys_are_checked_once_for_the_three_tools(tool, override, line,
+                                                                 tmp_path):
+    """`GenerationArgs` owns the keys uniner-eval, -predict and -demo share: each tool's check
+    refuses a bad value before it looks for the model."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        overrides = [override, f"checkpoint={tmp_path / 'absent'}"]
+        cfg = compose(tool, overrides + (["input=x"] if tool == "predict" else []))
+    with pytest.raises(ConfigError) as e:
+        getattr(checks, f"check_{tool}")(cfg)
+    assert str(e.value) == line
+
+
+def test_the_generation_keys_reach_the_engine_under_its_names():
+    """`batch_size` (the tools' key) is the engine's `batch_rows`; the quant group is typed."""
+    from uniner.inference.args import GenerationArgs
+    from uniner.model.args import QuantArgs
+
+    gen = GenerationArgs.of({"batch_size": 3, "quant": {"name": "nf4", "bits": 4},
+                             "input": "a key of the tool, not of the engine"})
+    kwargs = gen.extractor_args()
+    assert kwargs["batch_rows"] == 3 and "batch_size" not in kwargs
+    assert kwargs["quant"] == QuantArgs(name="nf4", bits=4)
+
+@pytest.mark.parametrize("tool, override, line", [
     ("train", "data=nope", "data=nope: no such option; choose one of bio, instructuie, pile_ner, "
                            "pile_ner_bio_split, sample, supervised"),
     ("train", "trainer.max_epoch=3", "trainer.max_epoch: no such key in the config (a new key is "

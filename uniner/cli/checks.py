@@ -29,6 +29,7 @@ from uniner.data.args import DataArgs
 from uniner.data.readers import READERS, source_files
 from uniner.errors import ConfigError
 from uniner.evaluation.benchmark import BenchmarkArgs
+from uniner.inference.args import GenerationArgs
 from uniner.model.args import ModuleArgs
 from uniner.model.gguf import is_gguf, locate
 from uniner.model.paths import check_model, hub_like
@@ -281,6 +282,7 @@ def check_prepare(cfg: DictConfig) -> None:
 def check_eval(cfg: DictConfig) -> None:
     """uniner-eval: types, exactly one of checkpoint/predictions, which exists, benchmark files."""
     check_types(cfg, schemas.Eval)
+    GenerationArgs.of(cfg)
     if (cfg.checkpoint is None) == (cfg.predictions is None):
         raise ConfigError("give exactly one of checkpoint=DIR (generate) and predictions=FILE "
                           "(score JSON lines {\"id\", \"output\"})")
@@ -295,12 +297,14 @@ def check_predict(cfg: DictConfig) -> None:
     """uniner-predict: types and the checkpoint (the input is read, and checked, before the
     model loads)."""
     check_types(cfg, schemas.Predict)
+    GenerationArgs.of(cfg)
     check_model("checkpoint", cfg.checkpoint)
 
 
 def check_demo(cfg: DictConfig) -> None:
     """uniner-demo: types (the checkpoint is resolved by the demo: null means the newest)."""
     check_types(cfg, schemas.Demo)
+    GenerationArgs.of(cfg)
     if cfg.checkpoint is not None and str(cfg.checkpoint).strip():
         path = Path(str(cfg.checkpoint)).expanduser()
         if not path.is_dir():  # a run directory or an export is the demo's to resolve

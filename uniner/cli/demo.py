@@ -33,6 +33,7 @@ from uniner.cli.demo_page import (
 )
 from uniner.cli.entry import tool, user_errors
 from uniner.config import CONF_DIR
+from uniner.inference.args import GenerationArgs
 from uniner.model.paths import hub_like, is_model_dir
 from uniner.threads import say_notice
 
@@ -129,12 +130,7 @@ def load(cfg: DictConfig, path: str):
 
     print(f"uniner-demo: loading {path}", file=sys.stderr)
     try:
-        quant = cfg.get("quant")
-        extractor = Extractor.from_pretrained(
-            path, device=cfg.device, dtype=cfg.dtype,
-            quant=OmegaConf.to_container(quant, resolve=True) if quant is not None else None,
-            max_new_tokens=cfg.max_new_tokens, batch_tokens=cfg.batch_tokens,
-            batch_rows=cfg.batch_size, decoding=cfg.decoding)
+        extractor = Extractor.from_pretrained(path, **GenerationArgs.of(cfg).extractor_args())
     except Exception as err:
         log.debug("loading %s failed", path, exc_info=True)
         raise DemoError(f"cannot load checkpoint={path}: {error_summary(err)}") from None

@@ -36,7 +36,7 @@ from uniner.evaluation.scoring import (
     read_predictions,
     write_outputs,
 )
-from uniner.inference.choices import BATCH_TOKENS, ENGINES
+from uniner.inference.args import ENGINES, GenerationArgs
 from uniner.progress import progress
 
 
@@ -46,28 +46,27 @@ def generate_outputs(cfg: DictConfig, queries: Sequence[Query]) -> list[str]:
     engine = cfg.get("engine", "hf")
     if engine not in ENGINES:
         raise ConfigError(f"engine={engine!r}: choose one of {', '.join(ENGINES)}")
+    gen = GenerationArgs.of(cfg)
     if engine == "vllm":
         from uniner.inference.vllm import vllm_answers
 
-        if cfg.get("quant") is not None or cfg.get("decoding", "greedy") != "greedy":
+        if gen.quant is not None or gen.decoding != "greedy":
             raise ConfigError("engine=vllm loads the model as saved and decodes greedily: "
                               "quant= and decoding=constrained are engine=hf options")
-        return vllm_answers(cfg.checkpoint, [(q.text, q.type) for q in queries],
-                            max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype,
-                            prompt=cfg.get("prompt"))
+        return vllm_answers(gen.checkpoint, [(q.text, q.type) for q in queries],
+                            max_new_tokens=gen.max_new_tokens, dtype=gen.dtype,
+                            prompt=gen.prompt)
     from uniner.data.prompts import load_prompt_style
     from uniner.inference.query_answers import answer_queries
     from uniner.model.export import load_trained
 
-    model, tokenizer = load_trained(cfg.checkpoint, quant=cfg.get("quant"), device=cfg.device,
-                                    dtype=cfg.dtype)
-    style = load_prompt_style(cfg.checkpoint, tokenizer, cfg.get("prompt"))  # as trained
+    model, tokenizer = load_trained(gen.checkpoint, quant=gen.quant, device=gen.device,
+                                    dtype=gen.dtype)
+    style = load_prompt_style(gen.checkpoint, tokenizer, gen.prompt)  # as trained
     with progress("answer", len(queries), "queries", enabled=cfg.get("progress", True)) as bar:
-        return answer_queries(model, tokenizer, queries, max_new_tokens=cfg.max_new_tokens,
-                              batch_size=cfg.batch_size,
-                              batch_tokens=cfg.get("batch_tokens", BATCH_TOKENS),
-                              decoding=cfg.get("decoding", "greedy"), style=style,
-                              progress=bar.update)
+        return answer_queries(model, tokenizer, queries, max_new_tokens=gen.max_new_tokens,
+                              batch_size=gen.batch_size, batch_tokens=gen.batch_tokens,
+                              decoding=gen.decoding, style=style, progress=bar.update)
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:

@@ -30,6 +30,7 @@ from uniner.config import CONF_DIR
 from uniner.data.readers import json_lines
 from uniner.data.records import DataError
 from uniner.errors import ConfigError, MissingFileError
+from uniner.inference.args import GenerationArgs
 from uniner.progress import progress, run_directory
 from uniner.threads import say_notice
 
@@ -123,12 +124,8 @@ def run(cfg: DictConfig) -> int:
         raise ConfigError(f"chunk={cfg.chunk}: must be >= 1")
     from uniner.inference.extractor import Extractor  # heavy: after the input is checked
 
-    quant = cfg.get("quant")
-    extractor = Extractor.from_pretrained(
-        cfg.checkpoint, device=cfg.device, dtype=cfg.dtype,
-        quant=OmegaConf.to_container(quant, resolve=True) if quant is not None else None,
-        max_new_tokens=cfg.max_new_tokens, batch_tokens=cfg.batch_tokens,
-        batch_rows=cfg.batch_size, decoding=cfg.decoding, prompt=cfg.get("prompt"))
+    extractor = Extractor.from_pretrained(cfg.checkpoint,
+                                          **GenerationArgs.of(cfg).extractor_args())
     total = sum(len(dict.fromkeys(i.types)) for i in inputs if i.text.strip())
     out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout
     try:

@@ -24,7 +24,8 @@ from uniner.data.args import DataArgs as Data
 from uniner.data.sampling import NegativeSampler as Sampling
 from uniner.evaluation.benchmark import BenchmarkArgs as Benchmark
 from uniner.evaluation.scoring import METRICS
-from uniner.inference.choices import BATCH_ROWS, BATCH_TOKENS, DECODINGS, ENGINES
+from uniner.inference.args import ENGINES
+from uniner.inference.args import GenerationArgs as Generation
 from uniner.model.args import AdapterArgs as Adapter
 from uniner.model.args import BackboneArgs as Backbone
 from uniner.model.args import ModuleArgs as Module
@@ -33,7 +34,6 @@ from uniner.model.args import QuantArgs as Quant
 # closed choices (a prompt style, a sampling strategy or a dtype is checked where it is
 # registered, so that a new one needs no edit here)
 Metric = Enum("Metric", METRICS)
-Decoding = Enum("Decoding", DECODINGS)
 GenerationEngine = Enum("GenerationEngine", ENGINES)
 Mode = Enum("Mode", ["train", "benchmark"])
 MatmulPrecision = Enum("MatmulPrecision", ["highest", "high", "medium"])
@@ -119,21 +119,6 @@ class Prepare:
     sampling: Sampling = field(default_factory=Sampling)
     backbone: Backbone = MISSING
     benchmark: Benchmark = field(default_factory=Benchmark)
-
-
-@dataclass
-class Generation:
-    """The inference knobs uniner-eval, uniner-predict and uniner-demo share."""
-
-    checkpoint: str | None = None
-    quant: Quant | None = None
-    prompt: str | None = None
-    decoding: Decoding = Decoding.greedy
-    max_new_tokens: int = 256
-    batch_size: int = BATCH_ROWS
-    batch_tokens: int = BATCH_TOKENS
-    device: str | None = None
-    dtype: str | None = None
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from uniner.inference.choices import DECODINGS
+from uniner.inference.args import DECODINGS
 from uniner.inference.grammar import ConstrainedRow, SpanListGrammar, TokenTrie
 from uniner.inference.planner import closing_token_ids
 

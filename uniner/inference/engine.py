@@ -21,8 +21,8 @@ from transformers.cache_utils import DynamicCache
 from uniner.data.encoding import encode_prompt
 from uniner.data.prompts import PromptStyle
 from uniner.errors import ConfigError
+from uniner.inference.args import BATCH_ROWS, BATCH_TOKENS, DECODINGS
 from uniner.inference.attention import ATTENTION, SharedPrefix, buffer_cache, join_buffer_caches
-from uniner.inference.choices import BATCH_ROWS, BATCH_TOKENS, DECODINGS
 from uniner.inference.decoding import DECODERS, NO_TOKEN
 from uniner.inference.planner import Chunk, encode_queries, left_pad, plan_batches
 from uniner.model.backbone import attention_of

@@ -9,7 +9,7 @@ from pathlib import Path
 from uniner.data.answers import parse_mentions
 from uniner.data.prompts import PromptStyle, load_prompt_style, prompt_style
 from uniner.data.spans import occurrences
-from uniner.inference.choices import BATCH_ROWS, BATCH_TOKENS
+from uniner.inference.args import BATCH_ROWS, BATCH_TOKENS
 from uniner.inference.engine import Engine
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from uniner.data.prompts import PromptStyle
-from uniner.inference.choices import BATCH_TOKENS
+from uniner.inference.args import BATCH_TOKENS
 from uniner.inference.engine import Engine
 from uniner.inference.planner import encode_queries
 
