@@ -211,6 +211,7 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
     ("sampling.k=-1", "sampling.k and sampling.ratio must be >= 0"),
     ("sampling.strategy=fancy", "sampling.strategy='fancy': choose one of ('none', 'uniform', "
                                 "'frequency')"),
+    ("checkpoint.mode=median", "checkpoint.mode=median: expected one of max, min"),
 ])
 def test_a_value_the_component_refuses_is_one_line_before_loading(tmp_path, override, line):
     """The component validates its own values (NegativeSampler.__post_init__); the CLI builds

@@ -30,7 +30,7 @@ from uniner.data.readers import READERS, source_files
 from uniner.errors import ConfigError
 from uniner.evaluation.benchmark import BenchmarkArgs
 from uniner.inference.args import GenerationArgs
-from uniner.model.args import ModuleArgs
+from uniner.model.args import LAST, CheckpointArgs, ModuleArgs
 from uniner.model.gguf import is_gguf, locate
 from uniner.model.paths import check_model, hub_like
 
@@ -215,6 +215,7 @@ def check_train(cfg: DictConfig) -> None:
     instantiate(cfg.sampling)  # the components validate their own values
     group_args(DataArgs, "data", cfg.data)
     group_args(ModuleArgs, "module", cfg.module)
+    group_args(CheckpointArgs, "checkpoint", cfg.checkpoint)
     root = cfg.paths.data_root
     _backbone_files(_plain(cfg.backbone))
     check_source(_plain(cfg.data.source), "data.source", root)
@@ -232,7 +233,7 @@ def last_checkpoint() -> Path:
     """`checkpoints/last.ckpt` of this run's directory (`hydra.run.dir`)."""
     from hydra.core.hydra_config import HydraConfig
 
-    return Path(HydraConfig.get().runtime.output_dir) / "checkpoints" / "last.ckpt"
+    return Path(HydraConfig.get().runtime.output_dir) / "checkpoints" / LAST
 
 
 def check_resumable(last: Path) -> None:

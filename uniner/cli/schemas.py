@@ -5,7 +5,7 @@ fails at once, naming the key and the type it needs.
 A tool's schema composes its components' own dataclasses (`DataArgs`, `ModuleArgs`,
 `NegativeSampler`, `BackboneArgs`, ...: the one place a knob's type, default and check live);
 this module types only what no component of uniner owns: the Lightning trainer's and the
-optimizer's knobs, the checkpoint node and each tool's own keys. Keys a schema
+optimizer's knobs and each tool's own keys. Keys a schema
 does not list, and free-form nodes typed `Any` (`trainer.strategy`, `backbone.config`,
 `data.source`, a benchmark's datasets), pass unchecked, so user config folders and `+key=value`
 overrides keep working. The YAML files in `conf/` hold the values.
@@ -28,6 +28,7 @@ from uniner.inference.args import ENGINES
 from uniner.inference.args import GenerationArgs as Generation
 from uniner.model.args import AdapterArgs as Adapter
 from uniner.model.args import BackboneArgs as Backbone
+from uniner.model.args import CheckpointArgs as Checkpoint
 from uniner.model.args import ModuleArgs as Module
 from uniner.model.args import QuantArgs as Quant
 
@@ -71,14 +72,6 @@ class Optimizer:
     lr: float = 2e-4
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-
-
-@dataclass
-class Checkpoint:
-    monitor: str | None = None
-    mode: str = "max"
-    every_epoch: bool = False
-    every_minutes: float | None = 10.0
 
 
 @dataclass

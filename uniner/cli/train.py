@@ -106,7 +106,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # the heavy imports here, so that `check_train` answers a bad config in seconds
     import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from uniner.cli.loggers import build_loggers, finish, log_results
     from uniner.data.prompts import prompt_style
@@ -116,7 +115,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from uniner.model.backbone import build_backbone
     from uniner.model.export import export
     from uniner.model.free_cores import free_core_callbacks
-    from uniner.model.keep_last import KeepLast
+    from uniner.model.keep_last import checkpoints
     from uniner.model.module import NERModule
     from uniner.model.train_progress import progress_callbacks
 
@@ -142,22 +141,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     for line in size_warnings(cfg, len(datamodule.train_passages)):
         print(f"uniner-train: warning: {line}", file=sys.stderr, flush=True)
 
-    monitor = cfg.checkpoint.monitor if datamodule.val_passages else None
-    # every epoch's `epoch=N.ckpt` on request, else only the best (with a monitor); a resumed
-    # run writes over its own files (last.ckpt stays `last`, never last-v1.ckpt)
-    keep = -1 if cfg.checkpoint.every_epoch else 1 if monitor else 0
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="{epoch}", save_last=True,
-                                 monitor=monitor, mode=cfg.checkpoint.mode, save_top_k=keep,
-                                 enable_version_counter=False)
     last = last_checkpoint()
-    keep_last = KeepLast(last, cfg.checkpoint.every_minutes, resume_command(out))
+    saving = checkpoints(cfg.checkpoint, last.parent, validating=bool(datamodule.val_passages),
+                         resume=resume_command(out))
     loggers = build_loggers(cfg)
     # no held-out passages: no validation loop (rather than an empty one Lightning warns about)
     no_val = {} if datamodule.val_passages else {"limit_val_batches": 0}
     # plain progress lines when the output is not a terminal (Lightning's bar otherwise)
     bars = progress_callbacks(cfg.trainer.get("enable_progress_bar", True))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
-                                      callbacks=[checkpoint, keep_last, *bars, *free_core_callbacks(
+                                      callbacks=[*saving, *bars, *free_core_callbacks(
                                           cfg.trainer.get("accelerator", "auto"))], **no_val)
     try:
         resume = last if cfg.ckpt_path == "last" else cfg.ckpt_path
@@ -167,7 +160,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if trainer.interrupted:
                 raise SystemExit(130) from None
             raise
-        best = "best" if monitor and checkpoint.best_model_path else None
+        monitor = trainer.checkpoint_callback.monitor  # None: no passages held out
+        best = "best" if monitor and trainer.checkpoint_callback.best_model_path else None
         if monitor and not best:  # max_steps ended training before the epoch's validation
             log.warning("no validation ran (trainer.max_steps ended the epoch first): testing "
                         "the last weights, not the best by %s", monitor)

@@ -1,6 +1,7 @@
-"""The typed `backbone`, `quant`, `adapter` and `module` groups and their combination, checked
-without loading anything (no torch import: the tools check a config in a second). `backbone`
-and `NERModule` build from them; the tools' config schemas use them as they are.
+"""The typed `backbone`, `quant`, `adapter`, `module` and `checkpoint` groups and their
+combination, checked without loading anything (no torch import: the tools check a config in a
+second). `backbone`, `NERModule` and the checkpoint callbacks build from them; the tools' config
+schemas use them as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from uniner.evaluation.scoring import METRICS
 
 DTYPES = ("bf16", "fp16", "fp32")
 DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+LAST = "last.ckpt"  # Lightning's name (`save_last`) for the checkpoint a run resumes from
 
 
 @dataclass
@@ -214,3 +216,25 @@ class ModuleArgs:
         if self.chunk_tokens < 1:
             raise ConfigError(f"module.chunk_tokens={self.chunk_tokens}: must be >= 1")
         compile_target(self.compile)
+
+
+@dataclass
+class CheckpointArgs:
+    """The `checkpoint` group: which checkpoints a training run keeps (`keep_last.checkpoints`)."""
+
+    monitor: str | None = None
+    """The metric that picks the best epoch's checkpoint; used when passages are held out."""
+    mode: str = "max"
+    """max or min: which value of `monitor` is best."""
+    every_epoch: bool = False
+    """Also keep `epoch=N.ckpt` of every epoch (`ckpt_path=...` resumes any)."""
+    every_minutes: float | None = 10.0
+    """`last.ckpt` is rewritten this often while training (and on Ctrl-C, SIGTERM or a crash);
+    null: only on those and at the end."""
+
+    def __post_init__(self):
+        if self.mode not in ("max", "min"):
+            raise ConfigError(f"checkpoint.mode={self.mode}: expected one of max, min")
+        if self.every_minutes is not None and self.every_minutes <= 0:
+            raise ConfigError(f"checkpoint.every_minutes={self.every_minutes}: must be > 0 "
+                              "(or null: only on a stop and at the end)")

@@ -1,4 +1,5 @@
-"""A training callback that keeps `last.ckpt` current, so a run stopped by Ctrl-C, SIGTERM (a
+"""The checkpoints a training run keeps (`checkpoints`): Lightning's `ModelCheckpoint` and
+`KeepLast`, a callback that keeps `last.ckpt` current, so a run stopped by Ctrl-C, SIGTERM (a
 scheduler's preemption) or a crash resumes where it was with `ckpt_path=last`: it writes over
 `last.ckpt` every `every_minutes` of training, and once more when training stops on an exception,
 then prints the command that resumes the run."""
@@ -10,6 +11,24 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from uniner.config import group_args
+from uniner.model.args import LAST, CheckpointArgs
+
+
+def checkpoints(checkpoint, dirpath: Path, *, validating: bool, resume: str
+                ) -> list[pl.Callback]:
+    """The callbacks that write a run's checkpoints into `dirpath`, as the `checkpoint` group
+    asks: `last.ckpt` (kept current by `KeepLast`, whose stop message names `resume`), and every
+    epoch's `epoch=N.ckpt` on request, else the best one by `monitor` when `validating`."""
+    args = group_args(CheckpointArgs, "checkpoint", checkpoint)
+    monitor = args.monitor if validating else None
+    # a resumed run writes over its own files (last.ckpt stays `last`, never last-v1.ckpt)
+    keep = -1 if args.every_epoch else 1 if monitor else 0
+    return [ModelCheckpoint(dirpath=dirpath, filename="{epoch}", save_last=True, monitor=monitor,
+                            mode=args.mode, save_top_k=keep, enable_version_counter=False),
+            KeepLast(Path(dirpath) / LAST, args.every_minutes, resume)]
 
 
 class KeepLast(pl.Callback):
