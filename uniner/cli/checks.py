@@ -10,7 +10,6 @@ missing: an error up front, since the data root is then almost surely wrong).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 import os
 import typing
@@ -30,7 +29,7 @@ from uniner.data.readers import READERS, source_files
 from uniner.errors import ConfigError
 from uniner.evaluation.benchmark import BenchmarkArgs
 from uniner.inference.args import GenerationArgs
-from uniner.model.args import LAST, CheckpointArgs, ModuleArgs
+from uniner.model.args import LAST, CheckpointArgs, ModuleArgs, check_liger, liger_available
 from uniner.model.gguf import is_gguf, locate
 from uniner.model.paths import check_model, hub_like
 
@@ -260,14 +259,8 @@ def check_accelerator(trainer: Mapping) -> None:
 
 def check_kernels(cfg: DictConfig) -> None:
     """`module.kernels=liger` needs a GPU trainer and liger-kernel (`auto` falls back itself)."""
-    if cfg.module.get("kernels") != "liger":
-        return
-    if cfg.trainer.get("accelerator") == "cpu":
-        raise ConfigError("module.kernels=liger needs a CUDA device (liger-kernel's Triton "
-                          "kernels): add trainer=gpu, or use module.kernels=chunked or plain")
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise ConfigError('module.kernels=liger needs liger-kernel: pip install -e ".[liger]" '
-                          "(or module.kernels=chunked)")
+    if cfg.module.get("kernels") == "liger":
+        check_liger(cuda=cfg.trainer.get("accelerator") != "cpu", installed=liger_available())
 
 
 def check_prepare(cfg: DictConfig) -> None:

@@ -162,6 +162,24 @@ KERNELS = ("auto", "plain", "chunked", "liger")  # module.kernels: how the loss 
 COMPILE = (False, True, "layers", "model")  # module.compile: true means layers
 
 
+def liger_available() -> bool:
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def check_liger(*, cuda: bool, installed: bool) -> None:
+    """`module.kernels=liger` can run: on a CUDA device, with liger-kernel installed.
+
+    Raises:
+        ConfigError: what to change, when it cannot.
+    """
+    if not cuda:
+        raise ConfigError("module.kernels=liger needs a CUDA device (liger-kernel's Triton "
+                          "kernels): add trainer=gpu, or use module.kernels=chunked or plain")
+    if not installed:
+        raise ConfigError('module.kernels=liger needs liger-kernel: pip install -e ".[liger]" '
+                          "(or module.kernels=chunked)")
+
+
 def check_max_new_tokens(value) -> int | str:
     """`module.max_new_tokens`: an integer >= 1, or `auto` (sized by the training answers)."""
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):

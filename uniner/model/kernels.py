@@ -26,7 +26,6 @@ so generation's changing shapes never recompile.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Callable
 
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from uniner.errors import ConfigError
-from uniner.model.args import KERNELS, compile_target
+from uniner.model.args import check_liger, compile_target, liger_available
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +44,13 @@ IGNORE_INDEX = -100
 SUPPORTED = ("llama", "mistral", "qwen2")
 
 
-def liger_available() -> bool:
-    return importlib.util.find_spec("liger_kernel") is not None
-
-
 def resolve_kind(kind: str, device: torch.device) -> str:
-    """`auto` -> liger (CUDA + liger-kernel), chunked (CUDA), plain (CPU); others checked."""
-    if kind not in KERNELS:
-        raise ConfigError(f"module.kernels={kind!r}: choose one of {', '.join(KERNELS)}")
+    """`auto` -> liger (CUDA + liger-kernel), chunked (CUDA), plain (CPU); `liger` checked."""
     cuda = torch.device(device).type == "cuda"
     if kind == "auto":
         return ("liger" if liger_available() else "chunked") if cuda else "plain"
     if kind == "liger":
-        if not cuda:
-            raise ConfigError("module.kernels=liger needs a CUDA device (liger-kernel's Triton "
-                              "kernels); use module.kernels=chunked or plain on the CPU")
-        if not liger_available():
-            raise ConfigError('module.kernels=liger needs liger-kernel: pip install -e ".[liger]" '
-                              "(or module.kernels=chunked)")
+        check_liger(cuda=cuda, installed=liger_available())
     return kind
 
 
