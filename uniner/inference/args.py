@@ -41,7 +41,7 @@ class GenerationArgs:
     device: str | None = None
     """null: CUDA when present, else the CPU."""
     dtype: str | None = None
-    """auto | bf16 | fp16 | fp32; null: as trained."""
+    """auto | bf16 | fp16 | fp32; null: a quantized base's compute dtype, else auto."""
 
     def __post_init__(self):
         if self.decoding not in DECODINGS:
@@ -55,10 +55,12 @@ class GenerationArgs:
 
     @classmethod
     def of(cls, cfg) -> GenerationArgs:
-        """The generation keys of a tool's config (a DictConfig or a mapping)."""
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls) if f.name in cfg})
+        """The generation keys of a tool's config (a DictConfig or a mapping); its other keys
+        are neither read nor resolved."""
+        values = {f.name: cfg[f.name] for f in dataclasses.fields(cls) if f.name in cfg}
+        if isinstance(cfg, DictConfig) and isinstance(values.get("quant"), DictConfig):
+            values["quant"] = OmegaConf.to_container(values["quant"], resolve=True)
+        return cls(**values)
 
     def extractor_args(self) -> dict:
         """`Extractor.from_pretrained`'s keyword arguments but the path."""
